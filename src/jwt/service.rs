@@ -1,0 +1,95 @@
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tower_service::Service;
+
+use super::JwtError;
+use super::error::{OnRejection, Rejection};
+use super::future::ResponseFuture;
+use super::layer::{Config, authenticate};
+
+/// The service [`JwtAuthLayer`](super::JwtAuthLayer) wraps around an inner service.
+pub struct JwtAuth<S, R = super::DefaultRejection> {
+    inner: S,
+    config: Arc<Config<R>>,
+}
+
+impl<S, R> JwtAuth<S, R> {
+    pub(crate) fn new(inner: S, config: Arc<Config<R>>) -> Self {
+        Self { inner, config }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S: Clone, R> Clone for JwtAuth<S, R> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            config: Arc::clone(&self.config),
+        }
+    }
+}
+
+impl<S: fmt::Debug, R> fmt::Debug for JwtAuth<S, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtAuth")
+            .field("inner", &self.inner)
+            .field("validator", &self.config.validator)
+            .field("optional", &self.config.optional)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, R> JwtAuth<S, R> {
+    fn reject<B>(&self, error: JwtError) -> Response<B>
+    where
+        R: OnRejection<B>,
+    {
+        let (status, challenge) = error.response_kind();
+        let mut response = self.config.rejection.rejection(&Rejection {
+            error: &error,
+            status,
+            www_authenticate: self.config.challenges.get(challenge),
+        });
+        response.extensions_mut().insert(error);
+        response
+    }
+}
+
+impl<S, R, ReqBody, ResBody> Service<Request<ReqBody>> for JwtAuth<S, R>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    R: OnRejection<ResBody>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let config = &*self.config;
+        match authenticate(
+            &config.extractor,
+            &config.validator,
+            config.optional,
+            req.headers(),
+        ) {
+            Ok(identity) => {
+                if let Some(identity) = identity {
+                    req.extensions_mut().insert(identity);
+                }
+                ResponseFuture::inner(self.inner.call(req))
+            }
+            Err(error) => ResponseFuture::rejected(self.reject(error)),
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! portcullis: the front door of an API gateway as tower layers.
+//!
+//! A team wraps its axum, hyper or tonic service in a few layers, and every request is
+//! authenticated before the service sees it, the job an API gateway's JWT authorizer does at
+//! the edge, done in-process and fast: a cached token costs a hash, a compare and an `Arc`
+//! clone, with no heap allocation.
+//!
+//! - [`token`]: finding the bearer token (header, cookie, custom header) and parsing the JWS.
+//! - [`keys`]: verification keys from PEM, JWK/JWKS and HMAC secrets, bound to their kind.
+//! - [`jwt`]: the [`Validator`](jwt::Validator) (issuers, audiences, algorithm allow-lists,
+//!   leeway, `typ`, lifetime) with its verified-token cache, and [`JwtAuthLayer`](jwt::JwtAuthLayer).
+//! - [`crypto`]: algorithms, and a `jsonwebtoken` crypto provider backed by `ring`.
+//! - [`clock`]: injectable time.
+//!
+//! # Example
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use http::{Request, Response, StatusCode};
+//! use jsonwebtoken::{encode, EncodingKey, Header};
+//! use portcullis::jwt::{Issuer, JwtAuthLayer, Validator};
+//! use portcullis::keys::KeySet;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let secret = [7u8; 32];
+//! let validator = Validator::builder()
+//!     .issuer(Issuer::new("https://issuer.example/", KeySet::hmac(&secret).unwrap())
+//!         .audiences(["orders-api"]))
+//!     .build()?;
+//! let app = ServiceBuilder::new()
+//!     .layer(JwtAuthLayer::new(validator))
+//!     .service(service_fn(|_req: Request<String>| async {
+//!         Ok::<_, Infallible>(Response::new("hello".to_owned()))
+//!     }));
+//!
+//! let claims = serde_json::json!({"iss": "https://issuer.example/", "aud": "orders-api",
+//!     "sub": "ada", "exp": 4_000_000_000u64});
+//! let token = encode(&Header::default(), &claims, &EncodingKey::from_secret(&secret)).unwrap();
+//! let request = Request::builder()
+//!     .header("authorization", format!("Bearer {token}"))
+//!     .body(String::new())
+//!     .unwrap();
+//! assert_eq!(app.oneshot(request).await.unwrap().status(), StatusCode::OK);
+//! # Ok::<_, portcullis::error::ConfigError>(()) }).unwrap();
+//! ```
+//!
+//! # Features
+//!
+//! - `axum`: the [`Authenticated`](jwt::Authenticated) extractor for axum handlers.
+//!
+//! The crate forbids `unsafe` code. Tokens, keys and secrets never appear in an error message or
+//! a `Debug` string.
+
+pub mod clock;
+pub mod crypto;
+mod der;
+pub mod error;
+pub mod jwt;
+pub mod keys;
+pub mod token;
+
+pub use error::ConfigError;

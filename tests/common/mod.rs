@@ -1,0 +1,121 @@
+//! Shared test fixtures: issuers with every key kind, and token minting through
+//! `jsonwebtoken` (with portcullis' ring provider) or by hand.
+#![allow(dead_code, unreachable_pub)]
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{EncodingKey, Header};
+use portcullis::clock::ManualClock;
+use portcullis::jwt::{Issuer, Validator};
+use portcullis::keys::{Key, KeySet};
+use serde_json::{Value, json};
+
+pub const NOW: u64 = 1_700_000_000;
+pub const ISS_A: &str = "https://a.example/";
+pub const ISS_H: &str = "https://h.example/";
+pub const ISS_T: &str = "https://t.example/";
+pub const HMAC_SECRET: &[u8] = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+pub const RSA_PRIVATE: &str = include_str!("../keys/rsa2048.pem");
+pub const RSA_PUBLIC: &str = include_str!("../keys/rsa2048.pub.pem");
+pub const RSA_PUBLIC_PKCS1: &str = include_str!("../keys/rsa2048.pkcs1.pub.pem");
+pub const RSA1024_PUBLIC: &str = include_str!("../keys/rsa1024.pub.pem");
+pub const P256_PRIVATE: &str = include_str!("../keys/p256.pem");
+pub const P256_PUBLIC: &str = include_str!("../keys/p256.pub.pem");
+pub const P384_PRIVATE: &str = include_str!("../keys/p384.pem");
+pub const P384_PUBLIC: &str = include_str!("../keys/p384.pub.pem");
+pub const ED_PRIVATE: &str = include_str!("../keys/ed25519.pem");
+pub const ED_PUBLIC: &str = include_str!("../keys/ed25519.pub.pem");
+
+pub fn b64(bytes: impl AsRef<[u8]>) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The signing key and kid for an algorithm.
+pub fn signing_key(alg: jsonwebtoken::Algorithm) -> (EncodingKey, &'static str) {
+    use jsonwebtoken::Algorithm::*;
+    let installed = portcullis::crypto::install();
+    assert_eq!(installed, portcullis::crypto::Installed::Ring);
+    match alg {
+        HS256 | HS384 | HS512 => (EncodingKey::from_secret(HMAC_SECRET), "h"),
+        RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => (
+            EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap(),
+            "rsa",
+        ),
+        ES256 => (
+            EncodingKey::from_ec_pem(P256_PRIVATE.as_bytes()).unwrap(),
+            "p256",
+        ),
+        ES384 => (
+            EncodingKey::from_ec_pem(P384_PRIVATE.as_bytes()).unwrap(),
+            "p384",
+        ),
+        EdDSA => (
+            EncodingKey::from_ed_pem(ED_PRIVATE.as_bytes()).unwrap(),
+            "ed",
+        ),
+        _ => unreachable!(),
+    }
+}
+
+/// Claims valid at `NOW` for issuer A.
+pub fn claims(sub: &str) -> Value {
+    json!({"iss": ISS_A, "aud": "api", "sub": sub, "iat": NOW - 10, "exp": NOW + 600, "scope": "read write"})
+}
+
+/// A token minted with jsonwebtoken (through the ring provider), with the algorithm's kid.
+pub fn mint(alg: jsonwebtoken::Algorithm, claims: &Value) -> String {
+    let (key, kid) = signing_key(alg);
+    let mut header = Header::new(alg);
+    header.kid = Some(kid.to_owned());
+    jsonwebtoken::encode(&header, claims, &key).unwrap()
+}
+
+/// A token with a hand-written header and payload, signed with `alg`'s key.
+pub fn mint_raw(alg: jsonwebtoken::Algorithm, header: &str, payload: &[u8]) -> String {
+    let (key, _) = signing_key(alg);
+    let input = format!("{}.{}", b64(header), b64(payload));
+    let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &key, alg).unwrap();
+    format!("{input}.{sig}")
+}
+
+/// The key set of issuer A: RSA, P-256, P-384 and Ed25519, each with a kid.
+pub fn keys_a() -> KeySet {
+    KeySet::new([
+        Key::from_pem(RSA_PUBLIC).unwrap().with_kid("rsa"),
+        Key::from_pem(P256_PUBLIC).unwrap().with_kid("p256"),
+        Key::from_pem(P384_PUBLIC).unwrap().with_kid("p384"),
+        Key::from_pem(ED_PUBLIC).unwrap().with_kid("ed"),
+    ])
+}
+
+/// A validator trusting issuer A (public keys), H (an HMAC secret) and T (`typ` and lifetime
+/// rules), on a manual clock at `NOW`.
+pub fn validator(clock: ManualClock, cache_capacity: usize) -> Validator {
+    Validator::builder()
+        .issuer(Issuer::new(ISS_A, keys_a()).audiences(["api", "other-api"]))
+        .issuer(
+            Issuer::new(
+                ISS_H,
+                KeySet::new([Key::hmac(HMAC_SECRET).unwrap().with_kid("h")]),
+            )
+            .audiences(["api"]),
+        )
+        .issuer(
+            Issuer::new(ISS_T, keys_a())
+                .audiences(["api"])
+                .typ("at+jwt")
+                .max_lifetime(Duration::from_secs(3600))
+                .leeway(Duration::from_secs(30)),
+        )
+        .clock(clock)
+        .cache_capacity(cache_capacity)
+        .build()
+        .unwrap()
+}
+
+pub fn clock() -> ManualClock {
+    ManualClock::new(Duration::from_secs(NOW))
+}
