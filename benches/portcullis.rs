@@ -1,1 +1,158 @@
-fn main() {}
+//! Criterion benches: uncached validation per algorithm beside ring's signature check alone on
+//! the same token, and the cached hit.
+//!
+//! Run with `cargo bench --bench portcullis`; `cargo bench -- --test` runs each once.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::HeaderMap;
+use jsonwebtoken::{Algorithm as Alg, EncodingKey, Header};
+use portcullis::clock::ManualClock;
+use portcullis::jwt::{Issuer, JwtAuthLayer, Validator};
+use portcullis::keys::{Key, KeySet};
+use ring::{hmac, signature as sig};
+
+const NOW: u64 = 1_700_000_000;
+const ISS: &str = "https://issuer.example/";
+const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+/// Ring verifying a signature over a message, with nothing else.
+type RingCheck = Box<dyn Fn(&[u8], &[u8]) -> bool>;
+
+struct Case {
+    name: &'static str,
+    token: String,
+    ring_only: RingCheck,
+}
+
+fn pem_der(pem: &str) -> Vec<u8> {
+    pem::parse(pem).unwrap().into_contents()
+}
+
+fn cases() -> (Validator, Vec<Case>) {
+    portcullis::crypto::install();
+    let rsa_pub = include_str!("../tests/keys/rsa2048.pub.pem");
+    let rsa_pkcs1 = pem_der(include_str!("../tests/keys/rsa2048.pkcs1.pub.pem"));
+    let p256_pub = include_str!("../tests/keys/p256.pub.pem");
+    let p256_point = pem_der(p256_pub)[26..].to_vec();
+    let ed_pub = include_str!("../tests/keys/ed25519.pub.pem");
+    let ed_raw = pem_der(ed_pub)[12..].to_vec();
+    let keys = KeySet::new([
+        Key::from_pem(rsa_pub).unwrap().with_kid("rsa"),
+        Key::from_pem(p256_pub).unwrap().with_kid("p256"),
+        Key::from_pem(ed_pub).unwrap().with_kid("ed"),
+        Key::hmac(SECRET).unwrap().with_kid("h"),
+    ]);
+    let validator = Validator::builder()
+        .issuer(Issuer::new(ISS, keys).audiences(["api"]))
+        .clock(ManualClock::new(Duration::from_secs(NOW)))
+        .build()
+        .unwrap();
+
+    let claims = serde_json::json!({"iss": ISS, "aud": "api", "sub": "user-42", "iat": NOW,
+        "exp": NOW + 3600, "scope": "read:orders write:orders", "org": {"id": "acme"}});
+    let mint = |alg: Alg, kid: &str, key: EncodingKey| {
+        let mut header = Header::new(alg);
+        header.kid = Some(kid.into());
+        jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    };
+    let rsa_key = EncodingKey::from_rsa_pem(include_bytes!("../tests/keys/rsa2048.pem")).unwrap();
+    let es_key = EncodingKey::from_ec_pem(include_bytes!("../tests/keys/p256.pem")).unwrap();
+    let ed_key = EncodingKey::from_ed_pem(include_bytes!("../tests/keys/ed25519.pem")).unwrap();
+    let hmac_key = hmac::Key::new(hmac::HMAC_SHA256, SECRET);
+    let cases = vec![
+        Case {
+            name: "RS256",
+            token: mint(Alg::RS256, "rsa", rsa_key),
+            ring_only: Box::new(move |m, s| {
+                sig::UnparsedPublicKey::new(&sig::RSA_PKCS1_2048_8192_SHA256, &rsa_pkcs1)
+                    .verify(m, s)
+                    .is_ok()
+            }),
+        },
+        Case {
+            name: "ES256",
+            token: mint(Alg::ES256, "p256", es_key),
+            ring_only: Box::new(move |m, s| {
+                sig::UnparsedPublicKey::new(&sig::ECDSA_P256_SHA256_FIXED, &p256_point)
+                    .verify(m, s)
+                    .is_ok()
+            }),
+        },
+        Case {
+            name: "EdDSA",
+            token: mint(Alg::EdDSA, "ed", ed_key),
+            ring_only: Box::new(move |m, s| {
+                sig::UnparsedPublicKey::new(&sig::ED25519, &ed_raw)
+                    .verify(m, s)
+                    .is_ok()
+            }),
+        },
+        Case {
+            name: "HS256",
+            token: mint(Alg::HS256, "h", EncodingKey::from_secret(SECRET)),
+            ring_only: Box::new(move |m, s| hmac::verify(&hmac_key, m, s).is_ok()),
+        },
+    ];
+    (validator, cases)
+}
+
+mod verify {
+    use super::*;
+
+    /// Uncached validation next to ring verifying the same signature over the same bytes.
+    pub(super) fn bench(c: &mut Criterion) {
+        let (validator, cases) = cases();
+        for case in &cases {
+            let (input, signature) = case.token.rsplit_once('.').unwrap();
+            let signature = URL_SAFE_NO_PAD.decode(signature).unwrap();
+            assert!((case.ring_only)(input.as_bytes(), &signature));
+            assert!(validator.validate_uncached(case.token.as_bytes()).is_ok());
+            let mut group = c.benchmark_group(format!("verify/{}", case.name));
+            group.bench_function("ring_only", |b| {
+                b.iter(|| (case.ring_only)(black_box(input.as_bytes()), black_box(&signature)))
+            });
+            group.bench_function("uncached", |b| {
+                b.iter(|| {
+                    validator
+                        .validate_uncached(black_box(case.token.as_bytes()))
+                        .is_ok()
+                })
+            });
+            group.finish();
+        }
+    }
+}
+
+mod cache {
+    use super::*;
+
+    /// A cached token: the validator alone, and the layer's whole decision from the headers.
+    pub(super) fn bench(c: &mut Criterion) {
+        let (validator, cases) = cases();
+        let token = &cases[0].token;
+        let layer = JwtAuthLayer::new(validator.clone());
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
+        assert!(validator.validate(token.as_bytes()).is_ok());
+        let mut group = c.benchmark_group("cached");
+        group.bench_function("validate_hit", |b| {
+            b.iter(|| validator.validate(black_box(token.as_bytes())).is_ok())
+        });
+        group.bench_function("authenticate_hit", |b| {
+            b.iter(|| layer.authenticate(black_box(&headers)).is_ok())
+        });
+        group.finish();
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    targets = verify::bench, cache::bench
+}
+criterion_main!(benches);

@@ -465,10 +465,10 @@ fn check_claims(
         }
     }
     let audiences = identity::audiences(&claims).map_err(claim_error("aud"))?;
-    if let Some(accepted) = issuer.audiences.as_deref().filter(|a| !a.is_empty()) {
-        if !audiences.iter().any(|aud| accepted.contains(aud)) {
-            return Err(JwtError::WrongAudience);
-        }
+    if let Some(accepted) = issuer.audiences.as_deref().filter(|a| !a.is_empty())
+        && !audiences.iter().any(|aud| accepted.contains(aud))
+    {
+        return Err(JwtError::WrongAudience);
     }
     for name in issuer.required.iter() {
         if !claims.contains_key(&**name) {

@@ -99,14 +99,8 @@ fn jwk_from_value(value: Value, trust: Trust) -> Result<Option<Key>, String> {
         .as_deref()
         .map(|k| format!(" ({k:?})"))
         .unwrap_or_default();
-    key_from_raw(raw)
-        .map_err(|why| format!("{why}{kid}"))
-        .and_then(|key| match key {
-            Some(key) if key.kind() == crate::crypto::KeyKind::Hmac && trust == Trust::Remote => {
-                Ok(None)
-            }
-            other => Ok(other),
-        })
+    let key = key_from_raw(raw).map_err(|why| format!("{why}{kid}"))?;
+    Ok(key.filter(|key| !(key.kind() == crate::crypto::KeyKind::Hmac && trust == Trust::Remote)))
 }
 
 fn field(value: &Option<String>, name: &str) -> Result<Vec<u8>, String> {

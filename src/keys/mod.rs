@@ -46,13 +46,15 @@ pub struct Key {
     retired: AtomicBool,
 }
 
+struct HmacKeys {
+    len: usize,
+    hs256: hmac::Key,
+    hs384: hmac::Key,
+    hs512: hmac::Key,
+}
+
 enum Material {
-    Hmac {
-        len: usize,
-        hs256: hmac::Key,
-        hs384: hmac::Key,
-        hs512: hmac::Key,
-    },
+    Hmac(Box<HmacKeys>),
     /// A PKCS#1 `RSAPublicKey`.
     Rsa(Box<[u8]>),
     /// An uncompressed point.
@@ -68,12 +70,12 @@ impl Key {
             return Err(ConfigError::WeakSecret { len: secret.len() });
         }
         Ok(Self::from_material(
-            Material::Hmac {
+            Material::Hmac(Box::new(HmacKeys {
                 len: secret.len(),
                 hs256: hmac::Key::new(hmac::HMAC_SHA256, secret),
                 hs384: hmac::Key::new(hmac::HMAC_SHA384, secret),
                 hs512: hmac::Key::new(hmac::HMAC_SHA512, secret),
-            },
+            })),
             &[b"oct:", secret],
         ))
     }
@@ -198,7 +200,7 @@ impl Key {
     /// The kind of key.
     pub fn kind(&self) -> KeyKind {
         match &self.material {
-            Material::Hmac { .. } => KeyKind::Hmac,
+            Material::Hmac(_) => KeyKind::Hmac,
             Material::Rsa(_) => KeyKind::Rsa,
             Material::Ec(kind, _) => *kind,
             Material::Ed25519(_) => KeyKind::Ed25519,
@@ -220,8 +222,8 @@ impl Key {
             return false;
         }
         match (&self.material, alg) {
-            (Material::Hmac { len, .. }, Algorithm::HS384) => *len >= 48,
-            (Material::Hmac { len, .. }, Algorithm::HS512) => *len >= 64,
+            (Material::Hmac(keys), Algorithm::HS384) => keys.len >= 48,
+            (Material::Hmac(keys), Algorithm::HS512) => keys.len >= 64,
             _ => true,
         }
     }
@@ -240,16 +242,11 @@ impl Key {
             return false;
         }
         match &self.material {
-            Material::Hmac {
-                hs256,
-                hs384,
-                hs512,
-                ..
-            } => {
+            Material::Hmac(keys) => {
                 let key = match alg {
-                    Algorithm::HS256 => hs256,
-                    Algorithm::HS384 => hs384,
-                    _ => hs512,
+                    Algorithm::HS256 => &keys.hs256,
+                    Algorithm::HS384 => &keys.hs384,
+                    _ => &keys.hs512,
                 };
                 hmac::verify(key, message, signature).is_ok()
             }

@@ -76,24 +76,30 @@ impl fmt::Debug for Jws<'_> {
 impl<'t> Jws<'t> {
     /// Splits a compact JWS (`header.payload.signature`) without decoding it.
     pub fn split(token: &'t [u8]) -> Result<Self, JwsError> {
-        let mut parts = token.splitn(4, |b| *b == b'.');
-        let (Some(header), Some(payload), Some(signature), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (invalid, dots) = count_jws_bytes(token);
+        if dots != 2 {
             return Err(JwsError::Shape);
-        };
+        }
+        if invalid != 0 {
+            return Err(JwsError::Base64);
+        }
+        let first = token.iter().position(|b| *b == b'.').unwrap_or(0);
+        let second = first
+            + 1
+            + token[first + 1..]
+                .iter()
+                .position(|b| *b == b'.')
+                .unwrap_or(0);
+        let (header, payload, signature) = (
+            &token[..first],
+            &token[first + 1..second],
+            &token[second + 1..],
+        );
         if header.is_empty() || payload.is_empty() || signature.is_empty() {
             return Err(JwsError::Shape);
         }
-        let is_b64url = |part: &[u8]| {
-            part.iter()
-                .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
-        };
-        if !(is_b64url(header) && is_b64url(payload) && is_b64url(signature)) {
-            return Err(JwsError::Base64);
-        }
         Ok(Jws {
-            signing_input: &token[..header.len() + 1 + payload.len()],
+            signing_input: &token[..second],
             header,
             payload,
             signature,
@@ -107,8 +113,7 @@ impl<'t> Jws<'t> {
 
     /// Decodes and reads the JOSE header, refusing every header the crate does not trust.
     pub fn header(&self) -> Result<JoseHeader, JwsError> {
-        let map = decode_json(self.header)?;
-        read_header(&map)
+        super::strict_json::parse_header(&decode(self.header)?)
     }
 
     /// Decodes the payload as a strict JSON object.
@@ -122,6 +127,55 @@ impl<'t> Jws<'t> {
     }
 }
 
+#[inline(always)]
+fn base64url_mask(b: u8) -> u8 {
+    let lower = b | 0x20;
+    u8::from(lower.wrapping_sub(b'a') < 26)
+        | u8::from(b.wrapping_sub(b'0') < 10)
+        | u8::from(b == b'-')
+        | u8::from(b == b'_')
+}
+
+/// Counts, over `bytes`, the bytes outside base64url and `.`, and the dots.
+///
+/// Mask arithmetic on `u8` lanes with no early exit, so it vectorizes: tokens are hundreds of
+/// bytes and this runs on every uncached request. Kept out of line: once inlined into an
+/// `== 0` test, LLVM turns it back into a byte-at-a-time early-exit loop.
+#[inline(never)]
+pub(crate) fn count_jws_bytes(bytes: &[u8]) -> (usize, usize) {
+    let (mut invalid, mut dots) = (0usize, 0usize);
+    for chunk in bytes.chunks(128) {
+        let (mut bad, mut dot) = (0u8, 0u8);
+        for &b in chunk {
+            let is_dot = u8::from(b == b'.');
+            bad += 1 - (base64url_mask(b) | is_dot);
+            dot += is_dot;
+        }
+        invalid += usize::from(bad);
+        dots += usize::from(dot);
+    }
+    (invalid, dots)
+}
+
+/// Counts the bytes of `bytes` outside the token68 body set (`A-Z a-z 0-9 - . _ ~ + /`).
+/// Out of line and branch-free, as [`count_jws_bytes`].
+#[inline(never)]
+pub(crate) fn count_non_token68(bytes: &[u8]) -> usize {
+    let mut invalid = 0usize;
+    for chunk in bytes.chunks(128) {
+        let mut bad = 0u8;
+        for &b in chunk {
+            let extra = u8::from(b == b'.')
+                | u8::from(b == b'~')
+                | u8::from(b == b'+')
+                | u8::from(b == b'/');
+            bad += 1 - (base64url_mask(b) | extra);
+        }
+        invalid += usize::from(bad);
+    }
+    invalid
+}
+
 fn decode(part: &[u8]) -> Result<Vec<u8>, JwsError> {
     URL_SAFE_NO_PAD.decode(part).map_err(|_| JwsError::Base64)
 }
@@ -130,53 +184,7 @@ fn decode_json(part: &[u8]) -> Result<Map<String, Value>, JwsError> {
     super::parse_object(&decode(part)?).map_err(|_| JwsError::Json)
 }
 
-fn read_header(map: &Map<String, Value>) -> Result<JoseHeader, JwsError> {
-    let alg = match map.get("alg") {
-        Some(Value::String(name)) if name.eq_ignore_ascii_case("none") => {
-            return Err(JwsError::AlgNone);
-        }
-        Some(Value::String(name)) => {
-            Algorithm::from_name(name).ok_or(JwsError::UnsupportedAlgorithm)?
-        }
-        _ => return Err(JwsError::UnsupportedAlgorithm),
-    };
-    if map.contains_key("crit") {
-        return Err(JwsError::Crit);
-    }
-    match map.get("b64") {
-        None | Some(Value::Bool(true)) => {}
-        Some(Value::Bool(false)) => return Err(JwsError::UnencodedPayload),
-        Some(_) => return Err(JwsError::HeaderParameter),
-    }
-    if ["jwk", "jku", "x5u", "x5c"]
-        .iter()
-        .any(|k| map.contains_key(*k))
-    {
-        return Err(JwsError::EmbeddedKey);
-    }
-    if map.contains_key("enc") || map.contains_key("zip") {
-        return Err(JwsError::Nested);
-    }
-    if let Some(cty) = map.get("cty") {
-        match cty.as_str() {
-            Some(cty) if is_jwt_media_type(cty) => return Err(JwsError::Nested),
-            Some(_) => {}
-            None => return Err(JwsError::HeaderParameter),
-        }
-    }
-    let string = |key: &str| match map.get(key) {
-        None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(JwsError::HeaderParameter),
-    };
-    Ok(JoseHeader {
-        alg,
-        kid: string("kid")?,
-        typ: string("typ")?,
-    })
-}
-
-fn is_jwt_media_type(value: &str) -> bool {
+pub(crate) fn is_jwt_media_type(value: &str) -> bool {
     let value = strip_application(value);
     value.eq_ignore_ascii_case("jwt")
 }

@@ -2,7 +2,7 @@
 //!
 //! Both parts are plain functions over borrowed bytes: no tower, no runtime, no allocation in
 //! extraction. [`TokenExtractor`] looks in the configured places and rejects a request that
-//! carries a token twice; [`Jws::parse`] splits and decodes a compact JWS and reads its JOSE
+//! carries a token twice; [`Jws::split`] splits (and its methods decode) a compact JWS and reads its JOSE
 //! header strictly.
 //!
 //! # Example

@@ -7,6 +7,9 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
+use super::jws::{JoseHeader, JwsError, is_jwt_media_type};
+use crate::crypto::Algorithm;
+
 /// Nesting deeper than this is rejected.
 const MAX_DEPTH: usize = 32;
 
@@ -19,6 +22,122 @@ pub(crate) fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, serde_jso
         Value::Object(map) => Ok(map),
         _ => Err(de::Error::custom("not a JSON object")),
     }
+}
+
+/// Reads a JOSE header strictly (duplicate keys at any depth, nesting, non-objects are
+/// [`JwsError::Json`]) without building a map, and refuses every parameter the crate does not
+/// trust.
+pub(crate) fn parse_header(bytes: &[u8]) -> Result<JoseHeader, JwsError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let header =
+        de::Deserializer::deserialize_map(&mut de, HeaderVisitor).map_err(|_| JwsError::Json)?;
+    de.end().map_err(|_| JwsError::Json)?;
+    header
+}
+
+struct HeaderVisitor;
+
+/// The header parameters that change how a token is read, each refused or checked.
+const KNOWN: [&str; 12] = [
+    "alg", "kid", "typ", "cty", "crit", "b64", "jwk", "jku", "x5u", "x5c", "enc", "zip",
+];
+
+impl<'de> Visitor<'de> for HeaderVisitor {
+    /// The outer `Result` is the JSON's, the inner the header's verdict, decided after the whole
+    /// object was read (so a duplicate key later in the object still wins as malformed JSON).
+    type Value = Result<JoseHeader, JwsError>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JOSE header object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut seen = 0u16;
+        let mut others: Vec<String> = Vec::new();
+        let mut values: [Option<Value>; KNOWN.len()] = Default::default();
+        let value_seed = Strict { depth: 1 };
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match KNOWN.iter().position(|k| *k == key) {
+                Some(i) => {
+                    if seen & (1 << i) != 0 {
+                        return Err(de::Error::custom("duplicate key"));
+                    }
+                    seen |= 1 << i;
+                    values[i] = Some(map.next_value_seed(value_seed)?);
+                }
+                None => {
+                    if others.iter().any(|o| *o == key) {
+                        return Err(de::Error::custom("duplicate key"));
+                    }
+                    others.push(key.into_owned());
+                    map.next_value_seed(value_seed)?;
+                }
+            }
+        }
+        let [alg, kid, typ, cty, crit, b64, jwk, jku, x5u, x5c, enc, zip] = values;
+        Ok(judge_header(
+            alg,
+            kid,
+            typ,
+            cty,
+            crit.is_some(),
+            b64,
+            [jwk, jku, x5u, x5c],
+            [enc, zip],
+        ))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn judge_header(
+    alg: Option<Value>,
+    kid: Option<Value>,
+    typ: Option<Value>,
+    cty: Option<Value>,
+    crit: bool,
+    b64: Option<Value>,
+    embedded_keys: [Option<Value>; 4],
+    encryption: [Option<Value>; 2],
+) -> Result<JoseHeader, JwsError> {
+    let alg = match alg {
+        Some(Value::String(name)) if name.eq_ignore_ascii_case("none") => {
+            return Err(JwsError::AlgNone);
+        }
+        Some(Value::String(name)) => {
+            Algorithm::from_name(&name).ok_or(JwsError::UnsupportedAlgorithm)?
+        }
+        _ => return Err(JwsError::UnsupportedAlgorithm),
+    };
+    if crit {
+        return Err(JwsError::Crit);
+    }
+    match b64 {
+        None | Some(Value::Bool(true)) => {}
+        Some(Value::Bool(false)) => return Err(JwsError::UnencodedPayload),
+        Some(_) => return Err(JwsError::HeaderParameter),
+    }
+    if embedded_keys.iter().any(Option::is_some) {
+        return Err(JwsError::EmbeddedKey);
+    }
+    if encryption.iter().any(Option::is_some) {
+        return Err(JwsError::Nested);
+    }
+    match cty {
+        None => {}
+        Some(Value::String(cty)) if is_jwt_media_type(&cty) => return Err(JwsError::Nested),
+        Some(Value::String(_)) => {}
+        Some(_) => return Err(JwsError::HeaderParameter),
+    }
+    let string = |value: Option<Value>| match value {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(JwsError::HeaderParameter),
+    };
+    Ok(JoseHeader {
+        alg,
+        kid: string(kid)?,
+        typ: string(typ)?,
+    })
 }
 
 #[derive(Clone, Copy)]
