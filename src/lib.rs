@@ -56,6 +56,8 @@ pub mod clock;
 pub mod crypto;
 mod der;
 pub mod error;
+#[cfg(fuzzing)]
+pub mod fuzzing;
 pub mod jwt;
 pub mod keys;
 pub mod token;

@@ -55,6 +55,4 @@ pub use future::ResponseFuture;
 pub use identity::Identity;
 pub use layer::JwtAuthLayer;
 pub use service::JwtAuth;
-#[cfg(fuzzing)]
-pub use validator::fuzz_validate;
 pub use validator::{DEFAULT_CACHE_CAPACITY, Issuer, Validator, ValidatorBuilder};

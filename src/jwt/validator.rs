@@ -493,13 +493,6 @@ fn check_claims(
     })
 }
 
-/// Validates arbitrary bytes against a fixed HMAC issuer, for the fuzz target. Returns whether
-/// the token was accepted.
-#[cfg(fuzzing)]
-pub fn fuzz_validate(validator: &Validator, data: &[u8]) -> bool {
-    validator.validate_uncached(data).is_ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -224,7 +224,7 @@ fn is_token68(token: &[u8]) -> bool {
 
 /// Runs the extractor over raw header lines, for the fuzz target.
 #[cfg(fuzzing)]
-pub fn fuzz_extract(data: &[u8]) {
+pub(crate) fn fuzz_extract(data: &[u8]) {
     let mut headers = HeaderMap::new();
     for line in data.split(|b| *b == b'\n').take(16) {
         let (name, value) = match line.iter().position(|b| *b == b':') {

@@ -199,7 +199,7 @@ pub(crate) fn strip_application(value: &str) -> &str {
 
 /// Splits and reads a JWS from arbitrary bytes, for the fuzz target.
 #[cfg(fuzzing)]
-pub fn fuzz_parse(data: &[u8]) {
+pub(crate) fn fuzz_parse(data: &[u8]) {
     if let Ok(jws) = Jws::split(data) {
         assert_eq!(
             jws.signing_input().len() + 1 + jws.signature.len(),

@@ -24,7 +24,11 @@ mod extract;
 mod jws;
 mod strict_json;
 
+#[cfg(fuzzing)]
+pub(crate) use extract::fuzz_extract;
 pub use extract::{DEFAULT_MAX_TOKEN_LEN, ExtractError, TokenExtractor, TokenSource};
+#[cfg(fuzzing)]
+pub(crate) use jws::fuzz_parse;
 pub(crate) use jws::strip_application;
 pub use jws::{JoseHeader, Jws, JwsError};
 pub(crate) use strict_json::parse_object;

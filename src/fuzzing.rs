@@ -1,0 +1,98 @@
+//! Entry points for the cargo-fuzz targets in `fuzz/`, built only under `cfg(fuzzing)`.
+//! Each one asserts an invariant, not only the absence of a panic.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::hmac;
+
+use crate::clock::ManualClock;
+use crate::jwt::{Issuer, Validator};
+use crate::keys::{Key, KeySet};
+
+/// The issuer of the validation target.
+pub const ISSUER: &str = "https://fuzz.example/";
+/// The HMAC secret of the validation target.
+pub const SECRET: &[u8] = b"fuzzing-secret-of-at-least-32-bytes!!";
+/// The time of the validation target's clock.
+pub const NOW: u64 = 1_700_000_000;
+
+/// Token extraction over arbitrary header lines (`name:value\n…`): an accepted token is
+/// non-empty, within the cap and in the token68 set.
+pub fn extract(data: &[u8]) {
+    crate::token::fuzz_extract(data);
+}
+
+/// JWS splitting and header/claims reading over arbitrary bytes: no panic, the parts add up
+/// to the input, and a decoded signature re-encodes to the same text.
+pub fn parse_jws(data: &[u8]) {
+    crate::token::fuzz_parse(data);
+}
+
+fn validator() -> &'static Validator {
+    static VALIDATOR: OnceLock<Validator> = OnceLock::new();
+    VALIDATOR.get_or_init(|| {
+        Validator::builder()
+            .issuer(
+                Issuer::new(
+                    ISSUER,
+                    KeySet::new([Key::hmac(SECRET).unwrap().with_kid("k")]),
+                )
+                .audiences(["api"]),
+            )
+            .clock(ManualClock::new(Duration::from_secs(NOW)))
+            .cache_capacity(0)
+            .build()
+            .unwrap()
+    })
+}
+
+fn signs(input: &[u8], signature_b64: &[u8], alg: hmac::Algorithm) -> bool {
+    let Ok(signature) = URL_SAFE_NO_PAD.decode(signature_b64) else {
+        return false;
+    };
+    hmac::verify(&hmac::Key::new(alg, SECRET), input, &signature).is_ok()
+}
+
+/// Full validation against a fixed HMAC issuer.
+///
+/// The first byte picks the mode. Raw: the rest is the token; if accepted, its signature must
+/// verify under the secret with the algorithm the identity reports. Signed: the rest is split
+/// into header and payload JSON, signed with the secret; if accepted, the identity's claims
+/// must equal a plain parse of the payload. Either way nothing panics.
+pub fn validate(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    if mode & 1 == 0 {
+        if let Ok(identity) = validator().validate_uncached(rest) {
+            let cut = rest.iter().rposition(|b| *b == b'.').unwrap();
+            let alg = identity
+                .algorithm()
+                .hmac()
+                .expect("only HMAC keys are configured");
+            assert!(
+                signs(&rest[..cut], &rest[cut + 1..], alg),
+                "accepted a forged token"
+            );
+        }
+        return;
+    }
+    let split = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
+    let (header, payload) = (&rest[..split], rest.get(split + 1..).unwrap_or_default());
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header),
+        URL_SAFE_NO_PAD.encode(payload)
+    );
+    let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, SECRET), input.as_bytes());
+    let token = format!("{input}.{}", URL_SAFE_NO_PAD.encode(tag));
+    if let Ok(identity) = validator().validate_uncached(token.as_bytes()) {
+        let plain: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(payload).expect("accepted claims are JSON");
+        assert_eq!(identity.claims(), &plain);
+        assert_eq!(identity.issuer(), ISSUER);
+    }
+}
