@@ -45,6 +45,8 @@
 //! # Ok::<_, portcullis::error::ConfigError>(()) }).unwrap();
 //! ```
 //!
+//! Guides: [`guide::validation`].
+//!
 //! # Features
 //!
 //! - `axum`: the [`Authenticated`](jwt::Authenticated) extractor for axum handlers.
@@ -58,8 +60,14 @@ mod der;
 pub mod error;
 #[cfg(fuzzing)]
 pub mod fuzzing;
+pub mod guide;
 pub mod jwt;
 pub mod keys;
 pub mod token;
 
 pub use error::ConfigError;
+
+// The README's example compiles as a doc test.
+#[cfg(all(doctest, feature = "axum"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

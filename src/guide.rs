@@ -1,0 +1,4 @@
+//! Long-form guides from `docs/`, included so their examples run as doc tests.
+
+#[doc = include_str!("../docs/validation.md")]
+pub mod validation {}

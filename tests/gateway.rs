@@ -1,0 +1,132 @@
+//! The example gateway in demo mode, started as a process and driven over real sockets.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// `target/<profile>/examples/gateway`: `cargo test` builds it beside this test binary; a run
+/// filtered to this test (`--test gateway`) does not, so it is built here when missing.
+fn example_binary() -> PathBuf {
+    let mut path = std::env::current_exe().unwrap();
+    path.pop();
+    if path.ends_with("deps") {
+        path.pop();
+    }
+    let binary = path.join("examples").join("gateway");
+    if !binary.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "--example", "gateway"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "cargo build --example gateway");
+    }
+    binary
+}
+
+struct Gateway {
+    child: Child,
+    addr: SocketAddr,
+    token: String,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start() -> Gateway {
+    let mut child = Command::new(example_binary())
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the example is built by cargo test");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut token = None;
+    loop {
+        let line = lines
+            .next()
+            .expect("the gateway prints its address")
+            .unwrap();
+        if let Some(t) = line.strip_prefix("token: ") {
+            token = Some(t.to_owned());
+        }
+        if let Some(addr) = line.strip_prefix("listening on http://") {
+            return Gateway {
+                child,
+                addr: addr.parse().unwrap(),
+                token: token.expect("a token line"),
+            };
+        }
+    }
+}
+
+async fn get(addr: SocketAddr, path: &str, auth: Option<&str>) -> (StatusCode, String) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut req = Request::get(path)
+        .header("host", "localhost")
+        .header("x-request-id", "t-1");
+    if let Some(auth) = auth {
+        req = req.header("authorization", auth);
+    }
+    let response = sender
+        .send_request(req.body(Empty::<Bytes>::new()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn demo_mode_answers_as_printed_and_stops_on_sigterm() {
+    let mut gateway = start();
+    let bearer = format!("Bearer {}", gateway.token);
+
+    let (status, body) = get(gateway.addr, "/orders/42", Some(&bearer)).await;
+    assert_eq!(status, StatusCode::OK);
+    let echo: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(echo["method"], "GET");
+    assert_eq!(echo["path"], "/orders/42");
+    assert_eq!(echo["subject"], "demo-user");
+    assert_eq!(echo["headers"]["x-request-id"], "t-1");
+
+    assert_eq!(
+        get(gateway.addr, "/orders/42", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get(gateway.addr, "/orders/42", Some(&format!("{bearer}x")))
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get(gateway.addr, "/health", None).await,
+        (StatusCode::OK, "ok".to_owned())
+    );
+
+    let pid = gateway.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = gateway.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "graceful shutdown exits 0");
+}
