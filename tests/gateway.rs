@@ -45,27 +45,30 @@ impl Drop for Gateway {
 }
 
 fn start() -> Gateway {
-    let mut child = Command::new(example_binary())
+    let child = Command::new(example_binary())
         .args(["--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .spawn()
         .expect("the example is built by cargo test");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut token = None;
+    // Owned by the guard from here on, so the process is killed and reaped on every path.
+    let mut gateway = Gateway {
+        child,
+        addr: ([0, 0, 0, 0], 0).into(),
+        token: String::new(),
+    };
+    let mut lines = BufReader::new(gateway.child.stdout.take().unwrap()).lines();
     loop {
         let line = lines
             .next()
             .expect("the gateway prints its address")
             .unwrap();
-        if let Some(t) = line.strip_prefix("token: ") {
-            token = Some(t.to_owned());
+        if let Some(token) = line.strip_prefix("token: ") {
+            gateway.token = token.to_owned();
         }
         if let Some(addr) = line.strip_prefix("listening on http://") {
-            return Gateway {
-                child,
-                addr: addr.parse().unwrap(),
-                token: token.expect("a token line"),
-            };
+            gateway.addr = addr.parse().unwrap();
+            assert!(!gateway.token.is_empty(), "a token line comes first");
+            return gateway;
         }
     }
 }

@@ -266,7 +266,7 @@ impl Key {
     }
 
     /// Marks the key as withdrawn: tokens it verified are no longer served from the cache.
-    /// A [`KeySource`] that replaces its set calls this (through [`KeySet::retire_missing`]).
+    /// A [`KeySource`] that replaces its set does this through [`KeySet::rotate`].
     pub fn retire(&self) {
         self.retired.store(true, Ordering::Release);
     }
@@ -355,18 +355,48 @@ impl KeySet {
         self.keys.iter().any(|key| key.kid() == Some(kid))
     }
 
-    /// Retires every key of this set that `next` does not hold (same id, same material), and
-    /// returns how many. Cached tokens verified by a retired key stop being served at once.
-    pub fn retire_missing(&self, next: &KeySet) -> usize {
-        let mut retired = 0;
-        for key in self.keys.iter() {
-            if !next.keys.iter().any(|k| k.same_as(key)) {
-                key.retire();
-                retired += 1;
+    /// The set to install in place of this one when a source's keys change: `next`, except
+    /// that each key this set already holds (same id, same material) is kept as the same
+    /// object, so tokens it verified stay cached; every key of this set that `next` lacks is
+    /// retired, so tokens it verified stop being served from the cache at once.
+    pub fn rotate(&self, next: KeySet) -> Rotation {
+        let mut added = 0;
+        let keys: Arc<[Arc<Key>]> = next
+            .keys
+            .iter()
+            .map(|key| match self.keys.iter().find(|old| old.same_as(key)) {
+                Some(old) => Arc::clone(old),
+                None => {
+                    added += 1;
+                    Arc::clone(key)
+                }
+            })
+            .collect();
+        let mut removed = 0;
+        for old in self.keys.iter() {
+            if !keys.iter().any(|key| Arc::ptr_eq(key, old)) {
+                old.retire();
+                removed += 1;
             }
         }
-        retired
+        Rotation {
+            keys: KeySet { keys },
+            added,
+            removed,
+        }
     }
+}
+
+/// The outcome of [`KeySet::rotate`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Rotation {
+    /// The set to install.
+    pub keys: KeySet,
+    /// How many keys are new.
+    pub added: usize,
+    /// How many keys were retired.
+    pub removed: usize,
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
@@ -399,8 +429,8 @@ impl Default for KeysUnavailable {
 ///
 /// The validator asks for the current set on each uncached verification, so an
 /// implementation must answer from memory and never wait on the network; a remote source
-/// refreshes in the background and swaps the set, calling [`KeySet::retire_missing`] on the
-/// old one so cached tokens verified by withdrawn keys are dropped.
+/// refreshes in the background and installs the set [`KeySet::rotate`] returns, so cached
+/// tokens verified by withdrawn keys are dropped and those of kept keys stay.
 pub trait KeySource: Send + Sync + fmt::Debug + 'static {
     /// The keys in hand now.
     fn key_set(&self) -> Result<KeySet, KeysUnavailable>;
@@ -475,17 +505,19 @@ mod tests {
     }
 
     #[test]
-    fn retire_missing_keeps_identical_keys() {
-        let old = KeySet::new([
-            Key::hmac(&[1; 32]).unwrap().with_kid("a"),
-            Key::hmac(&[2; 32]).unwrap().with_kid("b"),
-        ]);
-        let next = KeySet::new([
-            Key::hmac(&[1; 32]).unwrap().with_kid("a"),
-            Key::hmac(&[3; 32]).unwrap().with_kid("b"),
-        ]);
-        assert_eq!(old.retire_missing(&next), 1);
-        assert!(!old.keys()[0].is_retired());
-        assert!(old.keys()[1].is_retired());
+    fn rotation_keeps_identical_keys_as_the_same_objects() {
+        let a = || Key::hmac(&[1; 32]).unwrap().with_kid("a");
+        let b = || Key::hmac(&[2; 32]).unwrap().with_kid("b");
+        let first = KeySet::new([a()]);
+        let second = first.rotate(KeySet::new([a(), b()]));
+        assert_eq!((second.added, second.removed), (1, 0));
+        assert!(Arc::ptr_eq(&first.keys()[0], &second.keys.keys()[0]));
+        let third = second.keys.rotate(KeySet::new([b()]));
+        assert_eq!((third.added, third.removed), (0, 1));
+        assert!(
+            first.keys()[0].is_retired(),
+            "the original object is the one retired"
+        );
+        assert!(!third.keys.keys()[0].is_retired());
     }
 }
