@@ -1,15 +1,13 @@
 //! The example gateway in demo mode, started as a process and driven over real sockets.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
-use bytes::Bytes;
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use http::StatusCode;
 
 /// `target/<profile>/examples/gateway`: `cargo test` builds it beside this test binary; a run
 /// filtered to this test (`--test gateway`) does not, so it is built here when missing.
@@ -74,24 +72,10 @@ fn start() -> Gateway {
 }
 
 async fn get(addr: SocketAddr, path: &str, auth: Option<&str>) -> (StatusCode, String) {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let mut req = Request::get(path)
-        .header("host", "localhost")
-        .header("x-request-id", "t-1");
-    if let Some(auth) = auth {
-        req = req.header("authorization", auth);
-    }
-    let response = sender
-        .send_request(req.body(Empty::<Bytes>::new()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8(body.to_vec()).unwrap())
+    let mut headers = vec![("x-request-id", "t-1")];
+    headers.extend(auth.map(|a| ("authorization", a)));
+    let (status, _, body) = common::http_get(addr, path, &headers).await;
+    (status, body)
 }
 
 #[tokio::test]

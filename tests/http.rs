@@ -9,40 +9,26 @@ use std::sync::Arc;
 use bytes::Bytes;
 use common::*;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use portcullis::jwt::{Identity, JwtAuthLayer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tower::{Layer, service_fn};
 
-/// One request over a fresh HTTP/1 connection; returns the status, the challenge and the body.
+/// A GET with an optional `Authorization`; returns the status, the challenge and the body.
 async fn get(
     addr: SocketAddr,
     path: &str,
     auth: Option<&str>,
 ) -> (StatusCode, Option<String>, String) {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let mut req = Request::get(path).header("host", "localhost");
-    if let Some(auth) = auth {
-        req = req.header("authorization", auth);
-    }
-    let response = sender
-        .send_request(req.body(Empty::<Bytes>::new()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let challenge = response
-        .headers()
+    let headers: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();
+    let (status, headers, body) = http_get(addr, path, &headers).await;
+    let challenge = headers
         .get("www-authenticate")
         .map(|v| v.to_str().unwrap().to_owned());
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, challenge, String::from_utf8(body.to_vec()).unwrap())
+    (status, challenge, body)
 }
 
 #[tokio::test]

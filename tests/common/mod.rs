@@ -2,6 +2,7 @@
 //! `jsonwebtoken` (with portcullis' ring provider) or by hand.
 #![allow(dead_code, unreachable_pub)]
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -118,4 +119,34 @@ pub fn validator(clock: ManualClock, cache_capacity: usize) -> Validator {
 
 pub fn clock() -> ManualClock {
     ManualClock::new(Duration::from_secs(NOW))
+}
+
+/// One GET over a fresh HTTP/1 connection on a real socket, with extra headers; returns the
+/// status, the response headers and the body.
+pub async fn http_get(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (http::StatusCode, http::HeaderMap, String) {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    tokio::spawn(conn);
+    let mut request = http::Request::get(path).header("host", "localhost");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let body = http_body_util::Empty::<bytes::Bytes>::new();
+    let response = sender
+        .send_request(request.body(body).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (
+        parts.status,
+        parts.headers,
+        String::from_utf8(body.to_vec()).unwrap(),
+    )
 }
