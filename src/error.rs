@@ -28,6 +28,12 @@ pub enum ConfigError {
         #[source]
         source: io::Error,
     },
+    /// An environment variable holding a secret is not set or not UTF-8.
+    #[error("environment variable {var} is not set or not UTF-8")]
+    Env {
+        /// The variable's name.
+        var: String,
+    },
     /// A validator needs at least one issuer.
     #[error("no issuer is configured")]
     NoIssuers,

@@ -2,3 +2,6 @@
 
 #[doc = include_str!("../docs/validation.md")]
 pub mod validation {}
+
+#[doc = include_str!("../docs/keys.md")]
+pub mod keys {}

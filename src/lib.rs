@@ -6,7 +6,8 @@
 //! clone, with no heap allocation.
 //!
 //! - [`token`]: finding the bearer token (header, cookie, custom header) and parsing the JWS.
-//! - [`keys`]: verification keys from PEM, JWK/JWKS and HMAC secrets, bound to their kind.
+//! - [`keys`]: verification keys from PEM, JWK/JWKS, HMAC secrets and (feature `jwks`) remote
+//!   JWKS and discovery, bound to their kind.
 //! - [`jwt`]: the [`Validator`](jwt::Validator) (issuers, audiences, algorithm allow-lists,
 //!   leeway, `typ`, lifetime) with its verified-token cache, and [`JwtAuthLayer`](jwt::JwtAuthLayer).
 //! - [`crypto`]: algorithms, and a `jsonwebtoken` crypto provider backed by `ring`.
@@ -45,11 +46,13 @@
 //! # Ok::<_, portcullis::error::ConfigError>(()) }).unwrap();
 //! ```
 //!
-//! Guides: [`guide::validation`].
+//! Guides: [`guide::validation`], [`guide::keys`].
 //!
 //! # Features
 //!
 //! - `axum`: the [`Authenticated`](jwt::Authenticated) extractor for axum handlers.
+//! - `jwks`: `RemoteJwks`, a JWKS over HTTP(S) with background refresh, and OIDC / RFC 8414
+//!   discovery (hyper-util, rustls with ring).
 //!
 //! The crate forbids `unsafe` code. Tokens, keys and secrets never appear in an error message or
 //! a `Debug` string.

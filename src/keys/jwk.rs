@@ -13,7 +13,7 @@ use super::Key;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Trust {
     Local,
-    #[allow(dead_code)]
+    #[cfg_attr(not(feature = "jwks"), allow(dead_code))]
     Remote,
 }
 

@@ -25,7 +25,12 @@
 //! ```
 
 mod jwk;
+#[cfg(feature = "jwks")]
+mod jwks;
 mod pem;
+
+#[cfg(feature = "jwks")]
+pub use jwks::{JwksError, RemoteJwks, RemoteJwksBuilder, Startup};
 
 use std::fmt;
 use std::path::Path;
@@ -325,6 +330,37 @@ impl KeySet {
         Ok(Self::new(pem::parse_pem(pem)?))
     }
 
+    /// HMAC secrets from a file: either a JWKS of `oct` keys (several secrets live at once, each
+    /// by its `kid`, so a rotation causes no 401s), or the file's bytes as one secret (a final
+    /// newline is dropped).
+    pub fn hmac_from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        Self::hmac_from_text(&read(path.as_ref())?)
+    }
+
+    /// HMAC secrets from an environment variable, read as [`KeySet::hmac_from_file`] reads a
+    /// file.
+    pub fn hmac_from_env(var: &str) -> Result<Self, ConfigError> {
+        let text = std::env::var(var).map_err(|_| ConfigError::Env {
+            var: var.to_owned(),
+        })?;
+        Self::hmac_from_text(&text)
+    }
+
+    fn hmac_from_text(text: &str) -> Result<Self, ConfigError> {
+        if text.trim_start().starts_with('{') {
+            let set = Self::from_jwks(text)?;
+            if set.is_empty() || set.keys.iter().any(|k| k.kind() != KeyKind::Hmac) {
+                return Err(ConfigError::InvalidJwks(
+                    "an HMAC secret set must hold only oct keys".into(),
+                ));
+            }
+            return Ok(set);
+        }
+        let secret = text.strip_suffix('\n').unwrap_or(text);
+        let secret = secret.strip_suffix('\r').unwrap_or(secret);
+        Self::hmac(secret.as_bytes())
+    }
+
     /// [`KeySet::from_jwks`] on a file's contents.
     pub fn from_jwks_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         Self::from_jwks(&read(path.as_ref())?)
@@ -502,6 +538,25 @@ mod tests {
         assert!(!key.verify(Algorithm::HS256, b"msg", &tag.as_ref()[..31]));
         let debug = format!("{key:?}");
         assert!(!debug.contains("secret"), "{debug}");
+    }
+
+    #[test]
+    fn hmac_secrets_from_text() {
+        let one = KeySet::hmac_from_text("0123456789abcdef0123456789abcdef\n").unwrap();
+        assert_eq!(one.len(), 1);
+        let jwks = r#"{"keys":[{"kty":"oct","kid":"old","k":"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"},
+            {"kty":"oct","kid":"new","k":"ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA"}]}"#;
+        let two = KeySet::hmac_from_text(jwks).unwrap();
+        assert!(two.has_kid("old") && two.has_kid("new"));
+        assert!(matches!(
+            KeySet::hmac_from_text("short"),
+            Err(ConfigError::WeakSecret { len: 5 })
+        ));
+        let err = KeySet::hmac_from_env("PORTCULLIS_TEST_UNSET_VARIABLE").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "environment variable PORTCULLIS_TEST_UNSET_VARIABLE is not set or not UTF-8"
+        );
     }
 
     #[test]

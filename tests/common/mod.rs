@@ -2,6 +2,8 @@
 //! `jsonwebtoken` (with portcullis' ring provider) or by hand.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod jwks_server;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -149,4 +151,19 @@ pub async fn http_get(
         parts.headers,
         String::from_utf8(body.to_vec()).unwrap(),
     )
+}
+
+/// The public JWK of an algorithm's fixture key, with its kid.
+pub fn jwk(alg: jsonwebtoken::Algorithm) -> Value {
+    let (key, kid) = signing_key(alg);
+    let mut jwk =
+        serde_json::to_value(jsonwebtoken::jwk::Jwk::from_encoding_key(&key, alg).unwrap())
+            .unwrap();
+    jwk["kid"] = json!(kid);
+    jwk
+}
+
+/// A JWKS of the fixture keys of these algorithms.
+pub fn jwks(algs: &[jsonwebtoken::Algorithm]) -> Value {
+    json!({"keys": algs.iter().map(|alg| jwk(*alg)).collect::<Vec<_>>()})
 }

@@ -1,0 +1,800 @@
+//! Remote key sets: a JWKS fetched over HTTP(S), refreshed in the background, and OIDC /
+//! RFC 8414 discovery of its URL.
+//!
+//! [`RemoteJwks`] fetches its JWKS before serving, then keeps it fresh from one background task
+//! per source: on an interval that honours `Cache-Control: max-age` within bounds, with
+//! conditional requests (`ETag` / `Last-Modified`), and on demand when a token names an
+//! unknown key id, at most once per `unknown_kid_interval`. A request never waits on the
+//! network: it is answered with the keys in hand. A failed, slow, oversized or malformed
+//! response keeps the last good set (stale-if-error); one malformed key in a set skips that
+//! key, not the set.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{
+    ACCEPT, CACHE_CONTROL, CONTENT_LENGTH, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED,
+};
+use http::{HeaderValue, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::Notify;
+use tokio::task::AbortHandle;
+
+use super::jwk::{Trust, parse_jwks_lenient};
+use super::{KeySet, KeySource, KeysUnavailable};
+
+/// What to do when the first fetch fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Startup {
+    /// Return the error from [`RemoteJwksBuilder::build`]: the service does not start without
+    /// keys (the default).
+    #[default]
+    RequireKeys,
+    /// Start with no keys (requests get 503) and keep trying in the background.
+    StartEmpty,
+}
+
+/// Why a fetch or a discovery failed. Messages never contain key material.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JwksError {
+    /// The URL cannot be used.
+    #[error("invalid URL {0:?}")]
+    InvalidUrl(String),
+    /// A plain-HTTP URL to a host other than loopback, without `allow_http`.
+    #[error("refusing plain HTTP to {0:?}: key sets must come over HTTPS")]
+    InsecureUrl(String),
+    /// The connection failed.
+    #[error("cannot fetch {url}: {reason}")]
+    Connect {
+        /// The URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The server did not answer in time.
+    #[error("fetching {0} timed out")]
+    Timeout(String),
+    /// The server answered with an error status.
+    #[error("fetching {url} answered {status}")]
+    Status {
+        /// The URL.
+        url: String,
+        /// The status.
+        status: u16,
+    },
+    /// The body is larger than the cap.
+    #[error("the response from {url} is larger than {limit} bytes")]
+    TooLarge {
+        /// The URL.
+        url: String,
+        /// The cap.
+        limit: usize,
+    },
+    /// The body is not a usable document.
+    #[error("the document from {url} is malformed: {reason}")]
+    Malformed {
+        /// The URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// A discovery document names another issuer than the configured one.
+    #[error("discovery document of {expected:?} names issuer {found:?}")]
+    IssuerMismatch {
+        /// The configured issuer.
+        expected: String,
+        /// The document's `issuer`.
+        found: String,
+    },
+}
+
+impl JwksError {
+    /// A stable reason code for events and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            JwksError::InvalidUrl(_) => "invalid_url",
+            JwksError::InsecureUrl(_) => "insecure_url",
+            JwksError::Connect { .. } => "connect",
+            JwksError::Timeout(_) => "timeout",
+            JwksError::Status { .. } => "status",
+            JwksError::TooLarge { .. } => "too_large",
+            JwksError::Malformed { .. } => "malformed",
+            JwksError::IssuerMismatch { .. } => "issuer_mismatch",
+        }
+    }
+}
+
+/// The defaults, and the bounds a server's `Cache-Control: max-age` is held within.
+#[derive(Debug, Clone)]
+struct Options {
+    refresh_interval: Duration,
+    min_refresh_interval: Duration,
+    max_refresh_interval: Duration,
+    unknown_kid_interval: Duration,
+    timeout: Duration,
+    max_body: usize,
+    startup: Startup,
+    startup_attempts: u32,
+    allow_http: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            refresh_interval: Duration::from_secs(300),
+            min_refresh_interval: Duration::from_secs(60),
+            max_refresh_interval: Duration::from_secs(24 * 3600),
+            unknown_kid_interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(5),
+            max_body: 1024 * 1024,
+            startup: Startup::RequireKeys,
+            startup_attempts: 5,
+            allow_http: false,
+        }
+    }
+}
+
+type HttpsClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+
+/// An HTTP(S) client for key sets: rustls with ring and the webpki roots, HTTP/1.
+#[derive(Clone)]
+struct Fetcher {
+    client: HttpsClient,
+    timeout: Duration,
+    max_body: usize,
+}
+
+/// A fetched document, or `Not Modified`.
+enum Fetched {
+    NotModified {
+        max_age: Option<Duration>,
+    },
+    Body {
+        body: Bytes,
+        etag: Option<HeaderValue>,
+        last_modified: Option<HeaderValue>,
+        max_age: Option<Duration>,
+    },
+}
+
+impl Fetcher {
+    fn new(options: &Options) -> Self {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(provider)
+            .expect("ring supports the default protocol versions")
+            .https_or_http()
+            .enable_http1()
+            .build();
+        Self {
+            // One fetch every few minutes gains nothing from a pool; a pooled connection would
+            // also hide a server that stopped accepting new ones.
+            client: Client::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(0)
+                .build(connector),
+            timeout: options.timeout,
+            max_body: options.max_body,
+        }
+    }
+
+    async fn get(
+        &self,
+        url: &Uri,
+        etag: Option<&HeaderValue>,
+        last_modified: Option<&HeaderValue>,
+    ) -> Result<Fetched, JwksError> {
+        let name = url.to_string();
+        tokio::time::timeout(self.timeout, self.get_inner(url, etag, last_modified))
+            .await
+            .unwrap_or(Err(JwksError::Timeout(name)))
+    }
+
+    async fn get_inner(
+        &self,
+        url: &Uri,
+        etag: Option<&HeaderValue>,
+        last_modified: Option<&HeaderValue>,
+    ) -> Result<Fetched, JwksError> {
+        let name = || url.to_string();
+        let mut request =
+            Request::get(url.clone()).header(ACCEPT, "application/jwk-set+json, application/json");
+        if let Some(etag) = etag {
+            request = request.header(IF_NONE_MATCH, etag);
+        }
+        if let Some(last_modified) = last_modified {
+            request = request.header(IF_MODIFIED_SINCE, last_modified);
+        }
+        let request = request
+            .body(Empty::new())
+            .map_err(|e| JwksError::InvalidUrl(e.to_string()))?;
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| JwksError::Connect {
+                url: name(),
+                reason: error_chain(&e),
+            })?;
+        let max_age = max_age(response.headers().get(CACHE_CONTROL));
+        match response.status() {
+            StatusCode::NOT_MODIFIED => return Ok(Fetched::NotModified { max_age }),
+            StatusCode::OK => {}
+            status => {
+                return Err(JwksError::Status {
+                    url: name(),
+                    status: status.as_u16(),
+                });
+            }
+        }
+        let too_large = || JwksError::TooLarge {
+            url: name(),
+            limit: self.max_body,
+        };
+        let declared = response
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > self.max_body as u64) {
+            return Err(too_large());
+        }
+        let etag = response.headers().get(ETAG).cloned();
+        let last_modified = response.headers().get(LAST_MODIFIED).cloned();
+        let body = Limited::new(response.into_body(), self.max_body)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    too_large()
+                } else {
+                    JwksError::Connect {
+                        url: name(),
+                        reason: e.to_string(),
+                    }
+                }
+            })?
+            .to_bytes();
+        Ok(Fetched::Body {
+            body,
+            etag,
+            last_modified,
+            max_age,
+        })
+    }
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
+/// `max-age` from a `Cache-Control` value; `no-cache`/`no-store` read as 0.
+fn max_age(value: Option<&HeaderValue>) -> Option<Duration> {
+    let value = value?.to_str().ok()?;
+    let mut found = None;
+    for directive in value.split(',') {
+        let directive = directive.trim();
+        if directive.eq_ignore_ascii_case("no-cache") || directive.eq_ignore_ascii_case("no-store")
+        {
+            return Some(Duration::ZERO);
+        }
+        let Some((name, secs)) = directive.split_once('=') else {
+            continue;
+        };
+        if name.trim().eq_ignore_ascii_case("max-age") {
+            found = secs
+                .trim()
+                .trim_matches('"')
+                .parse::<u64>()
+                .ok()
+                .map(Duration::from_secs);
+        }
+    }
+    found
+}
+
+/// Checks a key-set or discovery URL: HTTPS, or plain HTTP to loopback (or anywhere, when
+/// allowed).
+fn check_url(url: &str, allow_http: bool) -> Result<Uri, JwksError> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|_| JwksError::InvalidUrl(url.to_owned()))?;
+    let host = uri
+        .host()
+        .ok_or_else(|| JwksError::InvalidUrl(url.to_owned()))?;
+    match uri.scheme_str() {
+        Some("https") => Ok(uri),
+        Some("http") => {
+            let bare = host.trim_start_matches('[').trim_end_matches(']');
+            let loopback = bare == "localhost"
+                || bare
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if loopback || allow_http {
+                Ok(uri)
+            } else {
+                Err(JwksError::InsecureUrl(url.to_owned()))
+            }
+        }
+        _ => Err(JwksError::InvalidUrl(url.to_owned())),
+    }
+}
+
+/// What the last full response said about itself.
+#[derive(Clone, Default)]
+struct Validators {
+    etag: Option<HeaderValue>,
+    last_modified: Option<HeaderValue>,
+    max_age: Option<Duration>,
+}
+
+struct Shared {
+    url: Uri,
+    options: Options,
+    fetcher: Fetcher,
+    keys: RwLock<Option<KeySet>>,
+    /// The last 200's `ETag`, `Last-Modified` and `max-age`, for conditional requests.
+    validators: RwLock<Validators>,
+    wake: Notify,
+    /// Nanoseconds since `epoch` of the last unknown-kid refetch; `u64::MAX` for never.
+    last_kid_refetch: AtomicU64,
+    epoch: Instant,
+    fetches: AtomicU64,
+}
+
+impl Shared {
+    /// One fetch; installs a new set on success. Returns the delay until the next scheduled
+    /// fetch.
+    async fn refresh(&self) -> Result<Duration, JwksError> {
+        let validators = self
+            .validators
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let has_keys = self
+            .keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some();
+        // Conditional only when there is a set to keep.
+        let (etag, last_modified) = match has_keys {
+            true => (validators.etag.as_ref(), validators.last_modified.as_ref()),
+            false => (None, None),
+        };
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        let fetched = self.fetcher.get(&self.url, etag, last_modified).await?;
+        let max_age = match fetched {
+            Fetched::NotModified { max_age } => {
+                tracing::debug!(target: "portcullis::jwks", url = %self.url, "key set not modified");
+                // A 304 should repeat Cache-Control; when it does not, the last one holds.
+                max_age.or(validators.max_age)
+            }
+            Fetched::Body {
+                body,
+                etag,
+                last_modified,
+                max_age,
+            } => {
+                self.install(&body)?;
+                *self
+                    .validators
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = Validators {
+                    etag,
+                    last_modified,
+                    max_age,
+                };
+                max_age
+            }
+        };
+        let options = &self.options;
+        Ok(max_age
+            .unwrap_or(options.refresh_interval)
+            .clamp(options.min_refresh_interval, options.max_refresh_interval))
+    }
+
+    fn install(&self, body: &[u8]) -> Result<(), JwksError> {
+        let malformed = |reason: String| JwksError::Malformed {
+            url: self.url.to_string(),
+            reason,
+        };
+        let text = std::str::from_utf8(body).map_err(|_| malformed("not UTF-8".into()))?;
+        let (keys, skipped) =
+            parse_jwks_lenient(text, Trust::Remote).map_err(|e| malformed(e.to_string()))?;
+        for why in &skipped {
+            tracing::warn!(target: "portcullis::jwks", url = %self.url, reason = %why, "skipped a malformed key");
+        }
+        if keys.is_empty() {
+            return Err(malformed("no usable signature key".into()));
+        }
+        let next = KeySet::new(keys);
+        let mut current = self.keys.write().unwrap_or_else(PoisonError::into_inner);
+        let (installed, added, removed) = match current.as_ref() {
+            Some(old) => {
+                let rotation = old.rotate(next);
+                (rotation.keys, rotation.added, rotation.removed)
+            }
+            None => {
+                let added = next.len();
+                (next, added, 0)
+            }
+        };
+        if added > 0 || removed > 0 {
+            tracing::info!(target: "portcullis::jwks", url = %self.url, added, removed,
+                keys = installed.len(), skipped = skipped.len(), "key set updated");
+        } else {
+            tracing::debug!(target: "portcullis::jwks", url = %self.url, keys = installed.len(),
+                "key set fetched, unchanged");
+        }
+        *current = Some(installed);
+        Ok(())
+    }
+
+    /// [`Shared::refresh`], with a failure reported as an event.
+    async fn refresh_reported(&self) -> Result<Duration, JwksError> {
+        self.refresh().await.inspect_err(|err| {
+            tracing::warn!(target: "portcullis::jwks", url = %self.url, reason = err.reason(),
+                error = %err, "key set fetch failed; keeping the last good set");
+        })
+    }
+
+    async fn run(self: Arc<Self>, mut delay: Duration) {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let woken = self.wake.notified();
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = woken => {}
+            }
+            delay = match self.refresh_reported().await {
+                Ok(next) => {
+                    backoff = Duration::from_secs(1);
+                    next
+                }
+                Err(_) => {
+                    let retry = backoff.min(self.options.refresh_interval);
+                    backoff = (backoff * 2).min(self.options.refresh_interval);
+                    retry
+                }
+            };
+        }
+    }
+}
+
+/// Aborts the background task when the last handle to the source is dropped.
+struct TaskGuard(AbortHandle);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A JWKS fetched over HTTP(S) and kept fresh in the background; a [`KeySource`].
+///
+/// Cheap to clone: clones share the key set and the background task, which stops when the last
+/// clone is dropped. Must be built inside a tokio runtime.
+///
+/// # Example
+///
+/// ```no_run
+/// # async fn run() -> Result<(), portcullis::keys::JwksError> {
+/// use std::time::Duration;
+/// use portcullis::keys::RemoteJwks;
+///
+/// let keys = RemoteJwks::builder("https://login.example.com/.well-known/jwks.json")
+///     .refresh_interval(Duration::from_secs(600))
+///     .build()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RemoteJwks {
+    shared: Arc<Shared>,
+    _task: Arc<TaskGuard>,
+}
+
+impl fmt::Debug for RemoteJwks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let keys = self
+            .shared
+            .keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        f.debug_struct("RemoteJwks")
+            .field("url", &self.shared.url)
+            .field("keys", &keys.as_ref().map(KeySet::len))
+            .field("fetches", &self.fetches())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`RemoteJwks`].
+#[derive(Debug, Clone)]
+pub struct RemoteJwksBuilder {
+    url: String,
+    options: Options,
+}
+
+impl RemoteJwksBuilder {
+    /// The interval between refreshes when the server sends no `Cache-Control: max-age`
+    /// (default 5 minutes).
+    pub fn refresh_interval(mut self, interval: Duration) -> Self {
+        self.options.refresh_interval = interval;
+        self
+    }
+
+    /// The bounds a server's `max-age` is held within (default 1 minute to 1 day).
+    pub fn refresh_bounds(mut self, min: Duration, max: Duration) -> Self {
+        self.options.min_refresh_interval = min;
+        self.options.max_refresh_interval = max.max(min);
+        self
+    }
+
+    /// The least time between two refetches caused by unknown key ids (default 30 s).
+    pub fn unknown_kid_interval(mut self, interval: Duration) -> Self {
+        self.options.unknown_kid_interval = interval;
+        self
+    }
+
+    /// The time a fetch may take, connection and body included (default 5 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.options.timeout = timeout;
+        self
+    }
+
+    /// The largest body accepted (default 1 MiB).
+    pub fn max_body(mut self, max_body: usize) -> Self {
+        self.options.max_body = max_body;
+        self
+    }
+
+    /// What to do when the first fetch fails (default: fail).
+    pub fn startup(mut self, startup: Startup) -> Self {
+        self.options.startup = startup;
+        self
+    }
+
+    /// How many times the first fetch is tried, with backoff, before [`Startup`] applies
+    /// (default 5).
+    pub fn startup_attempts(mut self, attempts: u32) -> Self {
+        self.options.startup_attempts = attempts.max(1);
+        self
+    }
+
+    /// Allows plain HTTP to hosts other than loopback. Off by default: a key set fetched over
+    /// plain HTTP can be replaced by anyone on the path.
+    pub fn allow_http(mut self) -> Self {
+        self.options.allow_http = true;
+        self
+    }
+
+    /// Fetches the key set (retrying with backoff) and starts the background refresh.
+    pub async fn build(self) -> Result<RemoteJwks, JwksError> {
+        let url = check_url(&self.url, self.options.allow_http)?;
+        let fetcher = Fetcher::new(&self.options);
+        let shared = Arc::new(Shared {
+            url,
+            fetcher,
+            keys: RwLock::new(None),
+            validators: RwLock::default(),
+            wake: Notify::new(),
+            last_kid_refetch: AtomicU64::new(u64::MAX),
+            epoch: Instant::now(),
+            fetches: AtomicU64::new(0),
+            options: self.options,
+        });
+        let mut backoff = Duration::from_millis(100);
+        let mut last_error = None;
+        let mut delay = shared.options.refresh_interval;
+        for attempt in 0..shared.options.startup_attempts {
+            if attempt > 0 {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            match shared.refresh().await {
+                Ok(next) => {
+                    delay = next;
+                    last_error = None;
+                    break;
+                }
+                Err(err) => {
+                    tracing::warn!(target: "portcullis::jwks", url = %shared.url, attempt,
+                        reason = err.reason(), error = %err, "initial key set fetch failed");
+                    last_error = Some(err);
+                }
+            }
+        }
+        if let Some(err) = last_error {
+            match shared.options.startup {
+                Startup::RequireKeys => return Err(err),
+                Startup::StartEmpty => delay = Duration::from_secs(1),
+            }
+        }
+        let task = tokio::spawn(Arc::clone(&shared).run(delay));
+        Ok(RemoteJwks {
+            shared,
+            _task: Arc::new(TaskGuard(task.abort_handle())),
+        })
+    }
+}
+
+impl RemoteJwks {
+    /// A builder for the key set at `url`.
+    pub fn builder(url: impl Into<String>) -> RemoteJwksBuilder {
+        RemoteJwksBuilder {
+            url: url.into(),
+            options: Options::default(),
+        }
+    }
+
+    /// Finds the key set of `issuer` by OpenID Connect discovery
+    /// (`{issuer}/.well-known/openid-configuration`), checks that the document names exactly
+    /// `issuer`, and builds the source for its `jwks_uri` with `options`.
+    pub async fn discover(
+        issuer: &str,
+        options: RemoteJwksBuilder,
+    ) -> Result<RemoteJwks, JwksError> {
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        );
+        Self::discover_at(issuer, &url, options).await
+    }
+
+    /// As [`RemoteJwks::discover`], with RFC 8414 authorization-server metadata
+    /// (`/.well-known/oauth-authorization-server` inserted before the issuer's path).
+    pub async fn discover_oauth(
+        issuer: &str,
+        options: RemoteJwksBuilder,
+    ) -> Result<RemoteJwks, JwksError> {
+        let uri = check_url(issuer, options.options.allow_http)?;
+        let path = uri.path().trim_end_matches('/');
+        let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+        let scheme = uri.scheme_str().unwrap_or("https");
+        let url = format!("{scheme}://{authority}/.well-known/oauth-authorization-server{path}");
+        Self::discover_at(issuer, &url, options).await
+    }
+
+    async fn discover_at(
+        issuer: &str,
+        url: &str,
+        options: RemoteJwksBuilder,
+    ) -> Result<RemoteJwks, JwksError> {
+        #[derive(serde::Deserialize)]
+        struct Metadata {
+            issuer: String,
+            jwks_uri: String,
+        }
+        let uri = check_url(url, options.options.allow_http)?;
+        let fetcher = Fetcher::new(&options.options);
+        let Fetched::Body { body, .. } = fetcher.get(&uri, None, None).await? else {
+            return Err(JwksError::Malformed {
+                url: url.to_owned(),
+                reason: "not modified".into(),
+            });
+        };
+        let metadata: Metadata =
+            serde_json::from_slice(&body).map_err(|e| JwksError::Malformed {
+                url: url.to_owned(),
+                reason: format!(
+                    "not a metadata document (line {} column {})",
+                    e.line(),
+                    e.column()
+                ),
+            })?;
+        if metadata.issuer != issuer {
+            return Err(JwksError::IssuerMismatch {
+                expected: issuer.to_owned(),
+                found: metadata.issuer,
+            });
+        }
+        RemoteJwksBuilder {
+            url: metadata.jwks_uri,
+            options: options.options,
+        }
+        .build()
+        .await
+    }
+
+    /// How many fetches of the key set were made (for monitoring and tests).
+    pub fn fetches(&self) -> u64 {
+        self.shared.fetches.load(Ordering::Relaxed)
+    }
+
+    /// The URL of the key set.
+    pub fn url(&self) -> &Uri {
+        &self.shared.url
+    }
+
+    /// Fetches the key set now, outside the schedule, and waits for the outcome.
+    pub async fn refresh(&self) -> Result<(), JwksError> {
+        self.shared.refresh_reported().await.map(|_| ())
+    }
+}
+
+impl KeySource for RemoteJwks {
+    fn key_set(&self) -> Result<KeySet, KeysUnavailable> {
+        self.shared
+            .keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or(KeysUnavailable::new())
+    }
+
+    fn unknown_kid(&self, kid: &str) {
+        let shared = &self.shared;
+        let now = u64::try_from(shared.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
+        let interval =
+            u64::try_from(shared.options.unknown_kid_interval.as_nanos()).unwrap_or(u64::MAX);
+        let last = shared.last_kid_refetch.load(Ordering::Acquire);
+        if last != u64::MAX && now.saturating_sub(last) < interval {
+            return;
+        }
+        // Only the caller that moves the timestamp wakes the fetcher: one fetch per interval.
+        if shared
+            .last_kid_refetch
+            .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            tracing::debug!(target: "portcullis::jwks", url = %shared.url, kid, "unknown key id: refetching");
+            shared.wake.notify_one();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_control() {
+        let v = |s: &'static str| Some(HeaderValue::from_static(s));
+        assert_eq!(
+            max_age(v("public, max-age=600").as_ref()),
+            Some(Duration::from_secs(600))
+        );
+        assert_eq!(
+            max_age(v("MAX-AGE=\"60\"").as_ref()),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(max_age(v("no-store").as_ref()), Some(Duration::ZERO));
+        assert_eq!(max_age(v("max-age=x").as_ref()), None);
+        assert_eq!(max_age(None), None);
+    }
+
+    #[test]
+    fn urls() {
+        assert!(check_url("https://login.example.com/keys", false).is_ok());
+        assert!(check_url("http://127.0.0.1:8080/keys", false).is_ok());
+        assert!(check_url("http://[::1]:8080/keys", false).is_ok());
+        assert!(check_url("http://localhost/keys", false).is_ok());
+        assert_eq!(
+            check_url("http://login.example.com/keys", false)
+                .unwrap_err()
+                .reason(),
+            "insecure_url"
+        );
+        assert!(check_url("http://login.example.com/keys", true).is_ok());
+        assert!(check_url("ftp://x/keys", true).is_err());
+        assert!(check_url("/keys", true).is_err());
+    }
+}
