@@ -378,3 +378,28 @@ async fn each_issuer_has_its_own_keys() {
         JwtError::NoMatchingKey
     );
 }
+
+#[tokio::test]
+async fn background_refresh_on_a_paused_clock() {
+    let server = JwksServer::start(jwks(&[Alg::RS256])).await;
+    let keys = RemoteJwks::builder(server.jwks_url())
+        .refresh_interval(Duration::from_secs(300))
+        .build()
+        .await
+        .unwrap();
+    let validator = validator_for(&server.issuer(), keys.clone());
+    let es = mint(Alg::ES256, &claims_for(&server.issuer(), "ada"));
+    server.set_jwks(jwks(&[Alg::ES256]));
+
+    // Let the background task reach its sleep, so its deadline is taken before the pause.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Time stands still for the scheduler: 299 s pass and nothing is fetched.
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(299)).await;
+    assert_eq!(server.fetches(), 1);
+    // Past the interval the refresh starts; the clock runs again for its real I/O and timeout.
+    tokio::time::advance(Duration::from_secs(2)).await;
+    tokio::time::resume();
+    eventually("the scheduled refresh", || server.fetches() == 2).await;
+    eventually("the new key", || validator.validate(es.as_bytes()).is_ok()).await;
+}

@@ -257,3 +257,28 @@ fn errors_and_debug_output_never_hold_tokens_or_secrets() {
         assert!(!err.to_string().contains(signature) && !format!("{err:?}").contains(signature));
     }
 }
+
+#[test]
+fn hmac_secrets_from_a_file_rotate_by_kid() {
+    let dir = std::env::temp_dir().join(format!("portcullis-secrets-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("secrets.json");
+    let b64 =
+        |s: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, s);
+    std::fs::write(
+        &path,
+        json!({"keys": [{"kty": "oct", "kid": "h", "k": b64(HMAC_SECRET)},
+        {"kty": "oct", "kid": "h2", "k": b64(&[0x5a; 64])}]})
+        .to_string(),
+    )
+    .unwrap();
+    let keys = KeySet::hmac_from_file(&path).unwrap();
+    assert!(keys.has_kid("h") && keys.has_kid("h2"));
+    std::fs::write(&path, "a raw secret of at least thirty-two bytes\n").unwrap();
+    assert_eq!(KeySet::hmac_from_file(&path).unwrap().len(), 1);
+    let missing = KeySet::hmac_from_file(dir.join("missing"))
+        .unwrap_err()
+        .to_string();
+    assert!(missing.starts_with("cannot read"), "{missing}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
