@@ -150,9 +150,55 @@ mod cache {
     }
 }
 
+mod authz {
+    use super::*;
+    use http::Method;
+    use portcullis::authz::{Auth, Route, Routes};
+
+    /// Route resolution (with path normalisation) and rule evaluation on a cached identity.
+    pub(super) fn bench(c: &mut Criterion) {
+        let (validator, cases) = cases();
+        let identity = validator.validate(cases[0].token.as_bytes()).unwrap();
+        let routes = Routes::new([
+            Route::new("/health").unwrap().auth(Auth::None),
+            Route::new("/admin/**").unwrap().scopes_all(["admin"]),
+            Route::new("/orders/**")
+                .unwrap()
+                .methods([Method::POST])
+                .scopes_all(["write:orders"]),
+            Route::new("/orders/*/items")
+                .unwrap()
+                .scopes_any(["read:orders"])
+                .claim("org.id".parse().unwrap(), ["acme"]),
+        ]);
+        let mut group = c.benchmark_group("authz");
+        group.bench_function("resolve_and_allow", |b| {
+            b.iter(|| {
+                let route = routes
+                    .resolve(black_box(&Method::GET), black_box("/orders/42/items"))
+                    .unwrap()
+                    .unwrap();
+                route.allows(&identity)
+            })
+        });
+        group.bench_function("resolve_dotted_path", |b| {
+            b.iter(|| {
+                routes
+                    .resolve(
+                        black_box(&Method::GET),
+                        black_box("/public/../orders/42/./items"),
+                    )
+                    .unwrap()
+                    .is_some()
+            })
+        });
+        group.finish();
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
-    targets = verify::bench, cache::bench
+    targets = verify::bench, cache::bench, authz::bench
 }
 criterion_main!(benches);

@@ -31,6 +31,45 @@ pub fn parse_jws(data: &[u8]) {
     crate::token::fuzz_parse(data);
 }
 
+/// Route matching over arbitrary paths: whenever the raw path and its normalised form are both
+/// valid, they match the same patterns, and normalising is idempotent.
+pub fn route(data: &[u8]) {
+    crate::authz::path::fuzz_route(data);
+}
+
+/// Claim-path parsing and lookup over arbitrary JSON. The input is a path, a NUL byte, then a
+/// JSON document. A parsed path prints back to itself; a value found renders only to a valid
+/// header value without control characters.
+pub fn claim_path(data: &[u8]) {
+    let split = data.iter().position(|b| *b == 0).unwrap_or(data.len());
+    let Ok(text) = std::str::from_utf8(&data[..split]) else {
+        return;
+    };
+    let Ok(path) = text.parse::<crate::claims::ClaimPath>() else {
+        return;
+    };
+    let printed = path.to_string();
+    assert_eq!(
+        printed.parse::<crate::claims::ClaimPath>().as_ref(),
+        Ok(&path),
+        "{printed}"
+    );
+    let json = data.get(split + 1..).unwrap_or_default();
+    let Ok(serde_json::Value::Object(claims)) = serde_json::from_slice(json) else {
+        return;
+    };
+    if let Some(value) = path.lookup(&claims)
+        && let Some(rendered) = crate::claims::render_header_value(value)
+    {
+        assert!(rendered.len() <= crate::claims::MAX_HEADER_VALUE_LEN);
+        assert!(
+            rendered.bytes().all(|b| (0x20..0x7f).contains(&b)),
+            "{rendered:?}"
+        );
+        assert!(http::HeaderValue::from_str(&rendered).is_ok());
+    }
+}
+
 fn validator() -> &'static Validator {
     static VALIDATOR: OnceLock<Validator> = OnceLock::new();
     VALIDATOR.get_or_init(|| {

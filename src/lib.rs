@@ -10,6 +10,9 @@
 //!   JWKS and discovery, bound to their kind.
 //! - [`jwt`]: the [`Validator`](jwt::Validator) (issuers, audiences, algorithm allow-lists,
 //!   leeway, `typ`, lifetime) with its verified-token cache, and [`JwtAuthLayer`](jwt::JwtAuthLayer).
+//! - [`authz`]: routes with path normalisation, rules over scopes, roles and claims, and
+//!   [`AuthorizeLayer`](authz::AuthorizeLayer) (403 `insufficient_scope`).
+//! - [`claims`]: claim paths and header-safe rendering of claim values.
 //! - [`crypto`]: algorithms, and a `jsonwebtoken` crypto provider backed by `ring`.
 //! - [`clock`]: injectable time.
 //!
@@ -57,6 +60,8 @@
 //! The crate forbids `unsafe` code. Tokens, keys and secrets never appear in an error message or
 //! a `Debug` string.
 
+pub mod authz;
+pub mod claims;
 pub mod clock;
 pub mod crypto;
 mod der;

@@ -10,7 +10,10 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
 use common::*;
+use http::Method;
 use http::{HeaderMap, Request, Response};
+use portcullis::authz::{Auth, AuthorizeLayer, Route, Routes};
+use portcullis::claims::ClaimPath;
 use portcullis::jwt::JwtAuthLayer;
 use portcullis::token::TokenSource;
 use tower::{Layer, Service, service_fn};
@@ -90,4 +93,65 @@ fn cached_hit_allocates_nothing_in_the_decision_path() {
     }
     let layer_blocks = blocks() - before;
     dhat::assert_eq!(layer_blocks, 3 * 100);
+
+    // Route resolution (normalisation included) and rule evaluation on a cached identity.
+    let routes = Routes::new([
+        Route::new("/health").unwrap().auth(Auth::None),
+        Route::new("/orders/**")
+            .unwrap()
+            .methods([Method::POST])
+            .scopes_all(["write"]),
+        Route::new("/orders/*/items")
+            .unwrap()
+            .scopes_any(["read", "write"])
+            .roles_any("realm.roles".parse::<ClaimPath>().unwrap(), ["user"])
+            .claim("org.id".parse::<ClaimPath>().unwrap(), ["acme", "42"]),
+    ]);
+    let mut claims = claims("ada");
+    claims["realm"] = serde_json::json!({"roles": ["user"]});
+    claims["org"] = serde_json::json!({"id": "acme"});
+    claims["scope"] = serde_json::json!("read");
+    let validator = validator(clock(), 100);
+    let token = mint(jsonwebtoken::Algorithm::ES256, &claims);
+    let identity = validator.validate(token.as_bytes()).unwrap();
+    let before = blocks();
+    for _ in 0..1_000 {
+        let route = routes
+            .resolve(&Method::GET, "/orders/42/items")
+            .unwrap()
+            .unwrap();
+        assert!(route.allows(&identity));
+        let route = routes
+            .resolve(&Method::POST, "/orders/42")
+            .unwrap()
+            .unwrap();
+        assert!(!route.allows(&identity));
+        assert!(validator.validate(token.as_bytes()).is_ok());
+    }
+    let rule_blocks = blocks() - before;
+    dhat::assert_eq!(rule_blocks, 0);
+
+    // The whole stack with routes: still only the extensions insert.
+    let auth = JwtAuthLayer::new(validator.clone()).routes(routes.clone());
+    let mut service = auth.layer(AuthorizeLayer::new(routes).layer(service_fn(
+        |_req: Request<()>| std::future::ready(Ok::<_, Infallible>(Response::new(()))),
+    )));
+    let requests: Vec<Request<()>> = (0..100)
+        .map(|_| {
+            let mut req = Request::get("/orders/42/items").body(()).unwrap();
+            req.headers_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+            req
+        })
+        .collect();
+    let before = blocks();
+    for req in requests {
+        let future = pin!(service.call(req));
+        let Poll::Ready(Ok(response)) = future.poll(&mut cx) else {
+            panic!("the inner service is ready at once");
+        };
+        assert_eq!(response.status(), 200);
+    }
+    let stack_blocks = blocks() - before;
+    dhat::assert_eq!(stack_blocks, 3 * 100);
 }

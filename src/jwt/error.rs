@@ -21,6 +21,9 @@ pub enum JwtError {
     /// An `Authorization: Bearer` header without exactly one token.
     #[error("malformed authorization header")]
     MalformedHeader,
+    /// The request path cannot be normalised safely (with routes configured).
+    #[error("malformed request path: {0}")]
+    BadPath(crate::authz::path::PathError),
     /// The token is longer than the cap.
     #[error("the token is longer than {limit} bytes")]
     TooLarge {
@@ -95,6 +98,7 @@ impl JwtError {
         match self {
             Missing => (StatusCode::UNAUTHORIZED, ChallengeKind::NoToken),
             Duplicate | MalformedHeader => (StatusCode::BAD_REQUEST, ChallengeKind::InvalidRequest),
+            BadPath(_) => (StatusCode::BAD_REQUEST, ChallengeKind::None),
             TooLarge { .. }
             | Malformed(_)
             | UnknownIssuer
@@ -121,6 +125,7 @@ impl JwtError {
             Missing => "token_missing",
             Duplicate => "token_duplicated",
             MalformedHeader => "malformed_header",
+            BadPath(_) => "bad_path",
             TooLarge { .. } => "token_too_large",
             Malformed(JwsError::AlgNone) => "alg_none",
             Malformed(JwsError::UnsupportedAlgorithm) => "unsupported_algorithm",

@@ -7,6 +7,7 @@ use tower_layer::Layer;
 use super::error::{Challenges, DefaultRejection};
 use super::service::JwtAuth;
 use super::{Identity, JwtError, Validator};
+use crate::authz::Routes;
 use crate::error::ConfigError;
 use crate::token::{TokenExtractor, TokenSource};
 
@@ -51,6 +52,7 @@ pub struct JwtAuthLayer<R = DefaultRejection> {
     challenges: Challenges,
     rejection: R,
     optional: bool,
+    routes: Option<Routes>,
 }
 
 impl<R: Clone> Clone for JwtAuthLayer<R> {
@@ -61,6 +63,7 @@ impl<R: Clone> Clone for JwtAuthLayer<R> {
             challenges: self.challenges.clone(),
             rejection: self.rejection.clone(),
             optional: self.optional,
+            routes: self.routes.clone(),
         }
     }
 }
@@ -84,6 +87,7 @@ impl JwtAuthLayer {
             challenges: Challenges::new("api").expect("the default realm is valid"),
             rejection: DefaultRejection,
             optional: false,
+            routes: None,
         }
     }
 }
@@ -114,6 +118,18 @@ impl<R> JwtAuthLayer<R> {
         self
     }
 
+    /// Takes each request's authentication mode from its route: `Auth::None` routes are not
+    /// authenticated at all, `Auth::Optional` routes let requests without a token through,
+    /// and unmatched routes need a token. The path is normalised first (and forwarded in its
+    /// normalised form); a path that cannot be is 400. Give [`AuthorizeLayer`] the same routes
+    /// to enforce their rules.
+    ///
+    /// [`AuthorizeLayer`]: crate::authz::AuthorizeLayer
+    pub fn routes(mut self, routes: Routes) -> Self {
+        self.routes = Some(routes);
+        self
+    }
+
     /// Replaces the response built for refused requests.
     pub fn on_rejection<R2>(self, rejection: R2) -> JwtAuthLayer<R2> {
         JwtAuthLayer {
@@ -122,6 +138,7 @@ impl<R> JwtAuthLayer<R> {
             challenges: self.challenges,
             rejection,
             optional: self.optional,
+            routes: self.routes,
         }
     }
 
@@ -156,6 +173,7 @@ pub(crate) struct Config<R> {
     pub(crate) challenges: Challenges,
     pub(crate) rejection: R,
     pub(crate) optional: bool,
+    pub(crate) routes: Option<Routes>,
 }
 
 impl<S, R: Clone> Layer<S> for JwtAuthLayer<R> {
@@ -170,6 +188,7 @@ impl<S, R: Clone> Layer<S> for JwtAuthLayer<R> {
                 challenges: self.challenges.clone(),
                 rejection: self.rejection.clone(),
                 optional: self.optional,
+                routes: self.routes.clone(),
             }),
         )
     }

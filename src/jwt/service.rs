@@ -9,6 +9,7 @@ use super::JwtError;
 use super::error::{OnRejection, Rejection};
 use super::future::ResponseFuture;
 use super::layer::{Config, authenticate};
+use crate::authz::Auth;
 
 /// The service [`JwtAuthLayer`](super::JwtAuthLayer) wraps around an inner service.
 pub struct JwtAuth<S, R = super::DefaultRejection> {
@@ -77,10 +78,29 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let config = &*self.config;
+        let mut mode = if config.optional {
+            Auth::Optional
+        } else {
+            Auth::Required
+        };
+        if let Some(routes) = &config.routes {
+            match routes.resolve_request(&mut req) {
+                Err(error) => {
+                    return ResponseFuture::rejected(self.reject(JwtError::BadPath(error)));
+                }
+                Ok((_, true)) => mode = Auth::None,
+                Ok((Some(route), false)) => mode = route.auth_mode(),
+                Ok((None, false)) => mode = Auth::Required,
+            }
+        }
+        if mode == Auth::None {
+            return ResponseFuture::inner(self.inner.call(req));
+        }
+        let optional = mode == Auth::Optional;
         match authenticate(
             &config.extractor,
             &config.validator,
-            config.optional,
+            optional,
             req.headers(),
         ) {
             Ok(identity) => {

@@ -1,0 +1,226 @@
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::header::WWW_AUTHENTICATE;
+use http::{HeaderValue, Request, Response, StatusCode};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::path::PathError;
+use super::{Auth, Routes};
+use crate::error::ConfigError;
+use crate::jwt::{Identity, ResponseFuture};
+
+/// Why a request was refused by [`Authorize`]. The value goes into the response's extensions.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthzError {
+    /// The request path cannot be normalised safely.
+    #[error("malformed request path: {0}")]
+    BadPath(PathError),
+    /// The route needs an identity and the request has none.
+    #[error("authentication is required")]
+    Unauthenticated,
+    /// The identity does not meet the route's rule.
+    #[error("insufficient scope for route {route}")]
+    InsufficientScope {
+        /// The route's pattern.
+        route: Box<str>,
+    },
+}
+
+impl AuthzError {
+    /// The status this error answers with; the one place that decides it.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AuthzError::BadPath(_) => StatusCode::BAD_REQUEST,
+            AuthzError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            AuthzError::InsufficientScope { .. } => StatusCode::FORBIDDEN,
+        }
+    }
+
+    /// A stable reason code for audit events and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthzError::BadPath(_) => "bad_path",
+            AuthzError::Unauthenticated => "token_missing",
+            AuthzError::InsufficientScope { .. } => "insufficient_scope",
+        }
+    }
+}
+
+/// Checks each request's route rule against the `Arc<Identity>` an earlier layer (such as
+/// [`JwtAuthLayer`](crate::jwt::JwtAuthLayer)) put in its extensions: 403
+/// `insufficient_scope` when the rule is not met, 401 when the route needs an identity and
+/// there is none, 400 for a path that cannot be normalised.
+///
+/// # Example
+///
+/// ```
+/// use std::convert::Infallible;
+/// use http::{Request, Response, StatusCode};
+/// use portcullis::authz::{AuthorizeLayer, Route, Routes};
+/// use tower::{ServiceBuilder, ServiceExt, service_fn};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let routes = Routes::new([Route::new("/admin/**").unwrap().scopes_all(["admin"])]);
+/// let service = ServiceBuilder::new()
+///     .layer(AuthorizeLayer::new(routes))
+///     .service(service_fn(|_: Request<String>| async { Ok::<_, Infallible>(Response::new(String::new())) }));
+/// // No identity in the extensions: the route needs one.
+/// let response = service.oneshot(Request::get("/admin/users").body(String::new()).unwrap()).await.unwrap();
+/// assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+/// # })
+/// ```
+#[derive(Clone)]
+pub struct AuthorizeLayer {
+    config: Arc<Config>,
+}
+
+struct Config {
+    routes: Routes,
+    realm: Box<str>,
+    no_token: HeaderValue,
+}
+
+impl fmt::Debug for AuthorizeLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthorizeLayer")
+            .field("routes", &self.config.routes)
+            .field("realm", &self.config.realm)
+            .finish()
+    }
+}
+
+impl AuthorizeLayer {
+    /// A layer enforcing `routes`, in realm `api`.
+    pub fn new(routes: Routes) -> Self {
+        Self::with_realm(routes, "api").expect("the default realm is valid")
+    }
+
+    /// A layer enforcing `routes`, naming `realm` in its challenges.
+    pub fn with_realm(routes: Routes, realm: &str) -> Result<Self, ConfigError> {
+        if realm
+            .bytes()
+            .any(|b| b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b))
+        {
+            return Err(ConfigError::InvalidHeader(
+                "a realm must be printable ASCII without quotes or backslashes".into(),
+            ));
+        }
+        let no_token = HeaderValue::try_from(format!("Bearer realm=\"{realm}\""))
+            .map_err(|e| ConfigError::InvalidHeader(e.to_string()))?;
+        Ok(Self {
+            config: Arc::new(Config {
+                routes,
+                realm: realm.into(),
+                no_token,
+            }),
+        })
+    }
+}
+
+impl<S> Layer<S> for AuthorizeLayer {
+    type Service = Authorize<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Authorize {
+            inner,
+            config: Arc::clone(&self.config),
+        }
+    }
+}
+
+/// The service [`AuthorizeLayer`] wraps around an inner service.
+#[derive(Clone)]
+pub struct Authorize<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for Authorize<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authorize")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// The decision for a request: `Ok` to let it through. Does not allocate when the request
+    /// is allowed and its path was already normalised.
+    fn decide<B>(&self, request: &mut Request<B>) -> Result<(), AuthzError> {
+        let (route, preflight) = self
+            .routes
+            .resolve_request(request)
+            .map_err(AuthzError::BadPath)?;
+        if preflight {
+            return Ok(());
+        }
+        let identity = request.extensions().get::<Arc<Identity>>();
+        let Some(route) = route else {
+            // Unmatched: a token is required, and no rule applies.
+            return identity.map(|_| ()).ok_or(AuthzError::Unauthenticated);
+        };
+        match (route.auth_mode(), identity) {
+            (Auth::None, _) | (Auth::Optional, None) => Ok(()),
+            (Auth::Required, None) => Err(AuthzError::Unauthenticated),
+            (_, Some(identity)) if route.allows(identity) => Ok(()),
+            (_, Some(_)) => Err(AuthzError::InsufficientScope {
+                route: route.pattern().into(),
+            }),
+        }
+    }
+
+    fn reject<B: Default>(&self, request: &Request<impl Sized>, error: AuthzError) -> Response<B> {
+        let mut response = Response::new(B::default());
+        *response.status_mut() = error.status();
+        let challenge = match &error {
+            AuthzError::Unauthenticated => Some(self.no_token.clone()),
+            AuthzError::InsufficientScope { .. } => {
+                let scope = self
+                    .routes
+                    .resolve(request.method(), request.uri().path())
+                    .ok()
+                    .flatten()
+                    .and_then(|route| route.challenge_scope())
+                    .and_then(|v| v.to_str().ok())
+                    .map(|scope| format!(", scope=\"{scope}\""))
+                    .unwrap_or_default();
+                HeaderValue::try_from(format!(
+                    "Bearer realm=\"{}\", error=\"insufficient_scope\", error_description=\"the access token does not grant this request\"{scope}",
+                    self.realm
+                ))
+                .ok()
+            }
+            AuthzError::BadPath(_) => None,
+        };
+        if let Some(challenge) = challenge {
+            response.headers_mut().insert(WWW_AUTHENTICATE, challenge);
+        }
+        response.extensions_mut().insert(error);
+        response
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Authorize<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Default,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        match self.config.decide(&mut request) {
+            Ok(()) => ResponseFuture::inner(self.inner.call(request)),
+            Err(error) => ResponseFuture::rejected(self.config.reject(&request, error)),
+        }
+    }
+}

@@ -1,0 +1,318 @@
+//! Authorization: routes (method set and path pattern, first match wins), each with an
+//! authentication mode and a rule over the verified [`Identity`], and [`AuthorizeLayer`].
+//!
+//! A request that matches no route needs a valid token and meets no further rule (fail
+//! closed). Paths are normalised first (see [`path`]), so `/admin/../orders`, `//orders` and
+//! `%2e%2e` tricks cannot reach a rule they should not.
+//!
+//! # Example
+//!
+//! ```
+//! use http::Method;
+//! use portcullis::authz::{Auth, Route, Routes};
+//!
+//! let routes = Routes::new([
+//!     Route::new("/health").unwrap().auth(Auth::None),
+//!     Route::new("/orders/**").unwrap().methods([Method::POST, Method::PUT]).scopes_all(["write:orders"]),
+//!     Route::new("/orders/**").unwrap().scopes_any(["read:orders", "write:orders"]),
+//! ]);
+//! let health = routes.resolve(&Method::GET, "/health").unwrap();
+//! assert_eq!(health.map(|r| r.auth_mode()), Some(Auth::None));
+//! let write = routes.resolve(&Method::POST, "/orders/42/../7").unwrap().unwrap();
+//! assert_eq!(write.pattern(), "/orders/**");
+//! assert!(routes.resolve(&Method::GET, "/elsewhere").unwrap().is_none()); // token required
+//! ```
+
+mod layer;
+pub mod path;
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::{HeaderValue, Method};
+use serde_json::Value;
+
+pub use layer::{Authorize, AuthorizeLayer, AuthzError};
+use path::{NormalizedPath, PathError, PathPattern, PatternError};
+
+use crate::claims::ClaimPath;
+use crate::jwt::Identity;
+
+/// Whether a route needs a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Auth {
+    /// A valid token is needed (the default, and what unmatched routes get).
+    #[default]
+    Required,
+    /// A token is checked if present; requests without one pass as anonymous.
+    Optional,
+    /// No token is looked at: a public route.
+    None,
+}
+
+/// One route: a method set, a path pattern, an authentication mode and a rule.
+#[derive(Clone)]
+pub struct Route {
+    pattern: PathPattern,
+    methods: Box<[Method]>,
+    auth: Auth,
+    scopes_all: Box<[Box<str>]>,
+    scopes_any: Box<[Box<str>]>,
+    roles: Option<(ClaimPath, Box<[Box<str>]>)>,
+    claims: Box<[(ClaimPath, Box<[Value]>)]>,
+    challenge_scope: Option<HeaderValue>,
+}
+
+impl fmt::Debug for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Route")
+            .field("pattern", &self.pattern)
+            .field("methods", &self.methods)
+            .field("auth", &self.auth)
+            .field("scopes_all", &self.scopes_all)
+            .field("scopes_any", &self.scopes_any)
+            .field("roles", &self.roles)
+            .field("claims", &self.claims)
+            .finish()
+    }
+}
+
+fn strings<I, S>(items: I) -> Box<[Box<str>]>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<Box<str>>,
+{
+    items.into_iter().map(Into::into).collect()
+}
+
+impl Route {
+    /// A route for `pattern` (see [`PathPattern`]), any method, token required, no rule.
+    pub fn new(pattern: &str) -> Result<Self, PatternError> {
+        Ok(Self {
+            pattern: PathPattern::new(pattern)?,
+            methods: Box::default(),
+            auth: Auth::Required,
+            scopes_all: Box::default(),
+            scopes_any: Box::default(),
+            roles: None,
+            claims: Box::default(),
+            challenge_scope: None,
+        })
+    }
+
+    /// Restricts the route to these methods (default: any).
+    pub fn methods(mut self, methods: impl IntoIterator<Item = Method>) -> Self {
+        self.methods = methods.into_iter().collect();
+        self
+    }
+
+    /// The authentication mode.
+    pub fn auth(mut self, auth: Auth) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// Every one of these scopes is needed.
+    pub fn scopes_all<I, S>(mut self, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<Box<str>>,
+    {
+        self.scopes_all = strings(scopes);
+        self.update_challenge();
+        self
+    }
+
+    /// At least one of these scopes is needed.
+    pub fn scopes_any<I, S>(mut self, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<Box<str>>,
+    {
+        self.scopes_any = strings(scopes);
+        self.update_challenge();
+        self
+    }
+
+    /// At least one of these roles is needed, read at `path` (an array of strings, or one
+    /// string), e.g. `realm_access.roles`.
+    pub fn roles_any<I, S>(mut self, path: ClaimPath, roles: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<Box<str>>,
+    {
+        self.roles = Some((path, strings(roles)));
+        self
+    }
+
+    /// The claim at `path` must equal one of `allowed` (or, for an array claim, hold one). An
+    /// allowed value that reads as a JSON number or boolean also matches that number or boolean.
+    pub fn claim<I, S>(mut self, path: ClaimPath, allowed: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut values = Vec::new();
+        for value in allowed {
+            let value = value.into();
+            if let Ok(parsed @ (Value::Number(_) | Value::Bool(_))) = serde_json::from_str(&value) {
+                values.push(parsed);
+            }
+            values.push(Value::String(value));
+        }
+        let mut claims = std::mem::take(&mut self.claims).into_vec();
+        claims.push((path, values.into_boxed_slice()));
+        self.claims = claims.into_boxed_slice();
+        self
+    }
+
+    fn update_challenge(&mut self) {
+        let scopes: Vec<&str> = self
+            .scopes_all
+            .iter()
+            .chain(self.scopes_any.iter())
+            .map(|s| &**s)
+            .collect();
+        // Scope tokens are visible ASCII without `"` or `\` (RFC 6749 §3.3); others are left out.
+        let printable: Vec<&str> = scopes
+            .into_iter()
+            .filter(|s| {
+                s.bytes()
+                    .all(|b| (0x21..0x7f).contains(&b) && b != b'"' && b != b'\\')
+            })
+            .collect();
+        self.challenge_scope = HeaderValue::try_from(printable.join(" ")).ok();
+    }
+
+    /// The path pattern as written.
+    pub fn pattern(&self) -> &str {
+        self.pattern.as_str()
+    }
+
+    /// The authentication mode.
+    pub fn auth_mode(&self) -> Auth {
+        self.auth
+    }
+
+    /// Whether the route has a rule beyond authentication.
+    pub fn has_rule(&self) -> bool {
+        !(self.scopes_all.is_empty()
+            && self.scopes_any.is_empty()
+            && self.roles.is_none()
+            && self.claims.is_empty())
+    }
+
+    fn matches(&self, method: &Method, path: &NormalizedPath<'_>) -> bool {
+        (self.methods.is_empty() || self.methods.contains(method)) && self.pattern.matches(path)
+    }
+
+    /// Whether `identity` meets the route's rule. Does not allocate.
+    pub fn allows(&self, identity: &Identity) -> bool {
+        self.scopes_all.iter().all(|s| identity.has_scope(s))
+            && (self.scopes_any.is_empty() || self.scopes_any.iter().any(|s| identity.has_scope(s)))
+            && self.roles.as_ref().is_none_or(|(path, roles)| {
+                let any_role = |value: &str| roles.iter().any(|r| &**r == value);
+                match path.lookup(identity.claims()) {
+                    Some(Value::String(role)) => any_role(role),
+                    Some(Value::Array(items)) => {
+                        items.iter().any(|i| i.as_str().is_some_and(any_role))
+                    }
+                    _ => false,
+                }
+            })
+            && self
+                .claims
+                .iter()
+                .all(|(path, allowed)| match path.lookup(identity.claims()) {
+                    Some(Value::Array(items)) => items.iter().any(|i| allowed.contains(i)),
+                    Some(value) => allowed.contains(value),
+                    None => false,
+                })
+    }
+
+    /// The `scope` attribute of a 403 challenge: the scopes the route names.
+    pub(crate) fn challenge_scope(&self) -> Option<&HeaderValue> {
+        self.challenge_scope.as_ref()
+    }
+}
+
+/// The compiled route table: first match wins. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Routes {
+    routes: Arc<[Route]>,
+    cors_preflight: bool,
+}
+
+impl fmt::Debug for Routes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Routes")
+            .field("routes", &self.routes)
+            .field("cors_preflight", &self.cors_preflight)
+            .finish()
+    }
+}
+
+impl Routes {
+    /// A table of these routes, in order.
+    pub fn new(routes: impl IntoIterator<Item = Route>) -> Self {
+        Self {
+            routes: routes.into_iter().collect(),
+            cors_preflight: false,
+        }
+    }
+
+    /// Lets CORS preflight requests (`OPTIONS` with `Origin` and
+    /// `Access-Control-Request-Method`) through without a token. Off by default.
+    pub fn allow_cors_preflight(mut self, allow: bool) -> Self {
+        self.cors_preflight = allow;
+        self
+    }
+
+    /// The routes.
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// The first route matching `method` and the normalised `path`; `None` when no route
+    /// matches (a token is then required). Does not allocate.
+    pub fn resolve(&self, method: &Method, path: &str) -> Result<Option<&Route>, PathError> {
+        let normalized = NormalizedPath::new(path)?;
+        Ok(self.find(method, &normalized))
+    }
+
+    fn find(&self, method: &Method, path: &NormalizedPath<'_>) -> Option<&Route> {
+        self.routes.iter().find(|route| route.matches(method, path))
+    }
+
+    /// Resolves the route of a request and, when its path was not normalised, rewrites the
+    /// request's URI to the normalised path (query kept) so the service sees exactly what was
+    /// authorised. Returns the route and whether the request is a CORS preflight to let through.
+    pub(crate) fn resolve_request<B>(
+        &self,
+        request: &mut http::Request<B>,
+    ) -> Result<(Option<&Route>, bool), PathError> {
+        let preflight = self.cors_preflight && is_preflight(request);
+        let uri = request.uri();
+        let normalized = NormalizedPath::new(uri.path())?;
+        let route = self.find(request.method(), &normalized);
+        if !normalized.is_canonical() {
+            let mut path_and_query = normalized.to_path();
+            if let Some(query) = uri.query() {
+                path_and_query.push('?');
+                path_and_query.push_str(query);
+            }
+            let mut parts = uri.clone().into_parts();
+            parts.path_and_query = Some(path_and_query.parse().map_err(|_| PathError::Forbidden)?);
+            *request.uri_mut() = http::Uri::from_parts(parts).map_err(|_| PathError::Forbidden)?;
+        }
+        Ok((route, preflight))
+    }
+}
+
+fn is_preflight<B>(request: &http::Request<B>) -> bool {
+    request.method() == Method::OPTIONS
+        && request.headers().contains_key(http::header::ORIGIN)
+        && request
+            .headers()
+            .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+}

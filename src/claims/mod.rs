@@ -1,0 +1,25 @@
+//! Claims: paths into a token's claims, and rendering claim values for HTTP headers.
+//!
+//! A [`ClaimPath`] is a dotted path into nested objects (`realm_access.roles`); a segment that
+//! contains dots is written in brackets and quotes (`["https://example.com/roles"]`), so URL-like
+//! claim names need no other escaping.
+//!
+//! # Example
+//!
+//! ```
+//! use portcullis::claims::ClaimPath;
+//! use serde_json::json;
+//!
+//! let claims = json!({"realm_access": {"roles": ["admin", "ops"]},
+//!     "https://example.com/tenant": "acme"});
+//! let claims = claims.as_object().unwrap();
+//!
+//! let roles: ClaimPath = "realm_access.roles".parse().unwrap();
+//! assert_eq!(roles.lookup(claims), Some(&json!(["admin", "ops"])));
+//! let tenant: ClaimPath = r#"["https://example.com/tenant"]"#.parse().unwrap();
+//! assert_eq!(tenant.lookup(claims), Some(&json!("acme")));
+//! ```
+
+mod path;
+
+pub use path::{ClaimPath, ClaimPathError, MAX_HEADER_VALUE_LEN, render_header_value};
