@@ -196,9 +196,53 @@ mod authz {
     }
 }
 
+mod claims {
+    use super::*;
+    use portcullis::claims::{AssertionSigner, MapClaimsLayer};
+
+    /// Claims to headers on a cached identity, and the signed assertion on a hit and a miss.
+    pub(super) fn bench(c: &mut Criterion) {
+        let (validator, cases) = cases();
+        let token = &cases[0].token;
+        let mapping = MapClaimsLayer::new([
+            ("x-user-id", "sub"),
+            ("x-tenant", "org.id"),
+            ("x-scopes", "scope"),
+        ])
+        .unwrap();
+        let identity = validator.validate(token.as_bytes()).unwrap();
+        let mut headers = HeaderMap::with_capacity(16);
+        let mut group = c.benchmark_group("claims");
+        group.bench_function("map_headers_cached", |b| {
+            b.iter(|| mapping.apply(black_box(&mut headers), Some(&identity)))
+        });
+        let signer = AssertionSigner::from_pem(
+            include_str!("../tests/keys/p256.pem"),
+            "https://gw.example",
+            "svc",
+        )
+        .unwrap()
+        .clock(ManualClock::new(Duration::from_secs(NOW)));
+        let with_assertion = MapClaimsLayer::new([("x-user-id", "sub")])
+            .unwrap()
+            .assertion(signer);
+        group.bench_function("assertion_hit", |b| {
+            b.iter(|| with_assertion.apply(black_box(&mut headers), Some(&identity)))
+        });
+        group.bench_function("assertion_miss", |b| {
+            b.iter_batched(
+                || validator.validate_uncached(token.as_bytes()).unwrap(),
+                |fresh| with_assertion.apply(&mut headers, Some(&fresh)),
+                criterion::BatchSize::SmallInput,
+            )
+        });
+        group.finish();
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
-    targets = verify::bench, cache::bench, authz::bench
+    targets = verify::bench, cache::bench, authz::bench, claims::bench
 }
 criterion_main!(benches);

@@ -2,8 +2,11 @@
 //! `cargo run --example gateway -- --listen 127.0.0.1:8080`.
 //!
 //! A small identity-aware gateway: an embedded demo issuer (an ES256 key pair made at start),
-//! `JwtAuthLayer` in front of an echo upstream that answers with the method, path and headers
-//! that reached it. It prints a valid token and curl lines, then `listening on http://ADDR`.
+//! routes with rules, `JwtAuthLayer`, `AuthorizeLayer` and `MapClaimsLayer` (identity headers
+//! and a signed assertion) in front of an echo upstream that answers with the method, path and
+//! headers that reached it. The assertion's JWKS is served at
+//! `/.well-known/portcullis/jwks.json`. It prints a valid token and curl lines, then
+//! `listening on http://ADDR`.
 //! SIGINT or SIGTERM stops accepting, finishes in-flight requests and exits 0.
 //!
 //! Policy files (`--policy FILE`) and the full proxy arrive with the policy module.
@@ -17,7 +20,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::Router;
 use axum::extract::Request;
 use axum::routing::{any, get};
+use http::Method;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use portcullis::authz::{Auth, AuthorizeLayer, Route, Routes};
+use portcullis::claims::{AssertionSigner, MapClaimsLayer};
 use portcullis::jwt::{Identity, Issuer, JwtAuthLayer, Validator};
 use portcullis::keys::{Key, KeySet};
 use ring::rand::SystemRandom;
@@ -110,11 +116,45 @@ async fn main() -> ExitCode {
     let token = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ec_der(pkcs8.as_ref()))
         .expect("the demo token");
 
+    let routes = Routes::new([
+        Route::new("/health").expect("a pattern").auth(Auth::None),
+        Route::new("/.well-known/portcullis/jwks.json")
+            .expect("a pattern")
+            .auth(Auth::None),
+        Route::new("/orders/**")
+            .expect("a pattern")
+            .methods([Method::POST, Method::PUT, Method::DELETE])
+            .scopes_all(["write:orders"]),
+        Route::new("/orders/**")
+            .expect("a pattern")
+            .scopes_any(["read:orders", "write:orders"]),
+        Route::new("/admin/**")
+            .expect("a pattern")
+            .scopes_all(["admin"]),
+    ]);
+    let signer =
+        AssertionSigner::generate_es256("https://gateway.demo.portcullis.local", "demo-upstream")
+            .expect("a key");
+    let jwks = signer.jwks();
+    let mapping = MapClaimsLayer::new([("x-user-id", "sub"), ("x-scopes", "scope")])
+        .expect("valid mappings")
+        .remove_authorization(true)
+        .assertion(signer);
+
     let app = Router::new()
         .route("/{*path}", any(echo))
         .route("/", any(echo))
-        .layer(JwtAuthLayer::new(validator))
-        .merge(Router::new().route("/health", get(|| async { "ok" })));
+        .route("/health", get(|| async { "ok" }))
+        .route(
+            "/.well-known/portcullis/jwks.json",
+            get(move || async move { axum::Json(jwks) }),
+        )
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(JwtAuthLayer::new(validator).routes(routes.clone()))
+                .layer(AuthorizeLayer::new(routes))
+                .layer(mapping),
+        );
 
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(listener) => listener,
@@ -133,6 +173,14 @@ async fn main() -> ExitCode {
     println!("curl -i http://{addr}/orders/42");
     println!("# 401 invalid_token, a tampered token:");
     println!("curl -i -H 'Authorization: Bearer {token}x' http://{addr}/orders/42");
+    println!("# 403 insufficient_scope, the token lacks the admin scope:");
+    println!("curl -i -H 'Authorization: Bearer {token}' http://{addr}/admin/users");
+    println!("# the upstream never sees a client's x-user-id; it gets the token's subject:");
+    println!(
+        "curl -i -H 'Authorization: Bearer {token}' -H 'X-User-Id: admin' http://{addr}/orders/42"
+    );
+    println!("# the keys that verify the x-portcullis-assertion header the upstream receives:");
+    println!("curl -i http://{addr}/.well-known/portcullis/jwks.json");
     println!("# 200, a public route:");
     println!("curl -i http://{addr}/health");
     println!();

@@ -5,3 +5,6 @@ pub mod validation {}
 
 #[doc = include_str!("../docs/keys.md")]
 pub mod keys {}
+
+#[doc = include_str!("../docs/authorization.md")]
+pub mod authorization {}

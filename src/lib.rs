@@ -49,7 +49,7 @@
 //! # Ok::<_, portcullis::error::ConfigError>(()) }).unwrap();
 //! ```
 //!
-//! Guides: [`guide::validation`], [`guide::keys`].
+//! Guides: [`guide::validation`], [`guide::keys`], [`guide::authorization`].
 //!
 //! # Features
 //!

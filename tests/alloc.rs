@@ -13,7 +13,7 @@ use common::*;
 use http::Method;
 use http::{HeaderMap, Request, Response};
 use portcullis::authz::{Auth, AuthorizeLayer, Route, Routes};
-use portcullis::claims::ClaimPath;
+use portcullis::claims::{AssertionSigner, ClaimPath, MapClaimsLayer};
 use portcullis::jwt::JwtAuthLayer;
 use portcullis::token::TokenSource;
 use tower::{Layer, Service, service_fn};
@@ -154,4 +154,53 @@ fn cached_hit_allocates_nothing_in_the_decision_path() {
     }
     let stack_blocks = blocks() - before;
     dhat::assert_eq!(stack_blocks, 3 * 100);
+
+    // Claims to headers on a cached identity: the values were rendered on first use; later
+    // requests clone them (refcounts) into a header map with room, after removing spoofed copies.
+    let mapping = MapClaimsLayer::new([
+        ("x-user-id", "sub"),
+        ("x-tenant", "org.id"),
+        ("x-roles", "realm.roles"),
+    ])
+    .unwrap()
+    .remove_authorization(true);
+    let mut maps: Vec<HeaderMap> = (0..1_001)
+        .map(|_| {
+            let mut headers = HeaderMap::with_capacity(16);
+            headers.insert("x-user-id", "spoofed".parse().unwrap());
+            headers.append("x-user-id", "again".parse().unwrap());
+            headers.insert("authorization", "Bearer x".parse().unwrap());
+            headers
+        })
+        .collect();
+    mapping.apply(&mut maps[1_000], Some(&identity));
+    let before = blocks();
+    for headers in &mut maps[..1_000] {
+        mapping.apply(headers, Some(&identity));
+    }
+    let mapping_blocks = blocks() - before;
+    dhat::assert_eq!(mapping_blocks, 0);
+    assert_eq!(maps[0]["x-user-id"], "ada");
+    assert_eq!(maps[0]["x-tenant"], "acme");
+
+    // With a signed assertion: signed on first use, then reused (a read lock and a refcount).
+    let signer = AssertionSigner::from_pem(P256_PRIVATE, "https://gateway.example", "svc")
+        .unwrap()
+        .clock(clock());
+    let with_assertion = MapClaimsLayer::new([("x-user-id", "sub")])
+        .unwrap()
+        .assertion(signer);
+    let fresh = validator.validate_uncached(token.as_bytes()).unwrap();
+    let mut maps: Vec<HeaderMap> = (0..1_001).map(|_| HeaderMap::with_capacity(16)).collect();
+    with_assertion.apply(&mut maps[1_000], Some(&fresh));
+    let before = blocks();
+    for headers in &mut maps[..1_000] {
+        with_assertion.apply(headers, Some(&fresh));
+    }
+    let assertion_blocks = blocks() - before;
+    dhat::assert_eq!(assertion_blocks, 0);
+    assert_eq!(
+        maps[0]["x-portcullis-assertion"],
+        maps[999]["x-portcullis-assertion"]
+    );
 }

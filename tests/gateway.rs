@@ -90,6 +90,42 @@ async fn demo_mode_answers_as_printed_and_stops_on_sigterm() {
     assert_eq!(echo["path"], "/orders/42");
     assert_eq!(echo["subject"], "demo-user");
     assert_eq!(echo["headers"]["x-request-id"], "t-1");
+    assert_eq!(echo["headers"]["x-user-id"], "demo-user");
+    assert!(
+        echo["headers"].get("authorization").is_none(),
+        "credentials are hidden"
+    );
+
+    // The assertion verifies against the published keys.
+    let assertion = echo["headers"]["x-portcullis-assertion"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, jwks) = get(gateway.addr, "/.well-known/portcullis/jwks.json", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&jwks).unwrap();
+    let header = jsonwebtoken::decode_header(&assertion).unwrap();
+    let key =
+        jsonwebtoken::DecodingKey::from_jwk(jwks.find(header.kid.as_deref().unwrap()).unwrap())
+            .unwrap();
+    let mut validation = jsonwebtoken::Validation::new(header.alg);
+    validation.set_audience(&["demo-upstream"]);
+    portcullis::crypto::install();
+    let claims = jsonwebtoken::decode::<serde_json::Value>(&assertion, &key, &validation)
+        .unwrap()
+        .claims;
+    assert_eq!(claims["sub"], "demo-user");
+
+    assert_eq!(
+        get(gateway.addr, "/admin/users", Some(&bearer)).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let (status, body) = get(gateway.addr, "/public/../orders/7", Some(&bearer)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["path"],
+        "/orders/7"
+    );
 
     assert_eq!(
         get(gateway.addr, "/orders/42", None).await.0,

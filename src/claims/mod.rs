@@ -20,6 +20,10 @@
 //! assert_eq!(tenant.lookup(claims), Some(&json!("acme")));
 //! ```
 
+mod assertion;
+mod layer;
 mod path;
 
+pub use assertion::{AssertionSigner, DEFAULT_ASSERTION_HEADER};
+pub use layer::{MapClaims, MapClaimsLayer};
 pub use path::{ClaimPath, ClaimPathError, MAX_HEADER_VALUE_LEN, render_header_value};

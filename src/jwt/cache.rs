@@ -144,6 +144,7 @@ mod tests {
 
     fn identity(sub: &str) -> Arc<Identity> {
         Arc::new(Identity {
+            derived: Default::default(),
             issuer: "i".into(),
             subject: Some(sub.into()),
             audiences: Box::default(),

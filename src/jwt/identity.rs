@@ -13,6 +13,10 @@ pub(crate) const MAX_NUMERIC_DATE: u64 = 253_402_300_799;
 /// same `Arc`.
 #[derive(Clone)]
 pub struct Identity {
+    /// Values layers derive from the claims once per token (header values, an assertion), each
+    /// slot tagged with the layer that owns it; up to four layers cache, a fifth renders per
+    /// request.
+    pub(crate) derived: [std::sync::OnceLock<Derived>; 4],
     pub(crate) issuer: Box<str>,
     pub(crate) subject: Option<Box<str>>,
     pub(crate) audiences: Box<[Box<str>]>,
@@ -23,6 +27,31 @@ pub struct Identity {
     pub(crate) algorithm: Algorithm,
     pub(crate) key_id: Option<Box<str>>,
     pub(crate) claims: Map<String, Value>,
+}
+
+/// What one layer derived from an identity, computed on first use and reused for every later
+/// request with the same cached token.
+#[derive(Debug)]
+pub(crate) struct Derived {
+    pub(crate) owner: u64,
+    pub(crate) headers: Box<[Option<http::HeaderValue>]>,
+    /// The signed assertion and the time (seconds) after which it is signed anew.
+    pub(crate) assertion: std::sync::RwLock<Option<(http::HeaderValue, u64)>>,
+}
+
+impl Clone for Derived {
+    fn clone(&self) -> Self {
+        let assertion = self
+            .assertion
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        Self {
+            owner: self.owner,
+            headers: self.headers.clone(),
+            assertion: std::sync::RwLock::new(assertion),
+        }
+    }
 }
 
 impl Identity {

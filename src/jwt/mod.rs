@@ -52,6 +52,7 @@ mod validator;
 pub use self::axum::{Authenticated, MissingIdentity};
 pub use error::{ChallengeKind, DefaultRejection, JwtError, OnRejection, Rejection};
 pub use future::ResponseFuture;
+pub(crate) use identity::Derived;
 pub use identity::Identity;
 pub use layer::JwtAuthLayer;
 pub use service::JwtAuth;

@@ -1,0 +1,237 @@
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, HeaderName, HeaderValue, Request};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::{AssertionSigner, ClaimPath, render_header_value};
+use crate::error::ConfigError;
+use crate::jwt::Derived;
+use crate::jwt::Identity;
+
+/// Copies claims of the verified identity into request headers for the service, after removing
+/// every copy of those headers the client sent.
+///
+/// The removal happens on every request, with or without an identity: a client can never make
+/// the service see its own `x-user-id`, whatever the casing or how many times it sends it.
+/// Values are rendered once per cached token (see
+/// [`render_header_value`](super::render_header_value)); a claim that is missing or renders to
+/// nothing leaves its header unset. Identity headers always override.
+///
+/// # Example
+///
+/// ```
+/// use portcullis::claims::MapClaimsLayer;
+///
+/// let layer = MapClaimsLayer::new([("x-user-id", "sub"), ("x-tenant", "org.id")])
+///     .unwrap()
+///     .remove_authorization(true);
+/// # let _ = layer;
+/// ```
+#[derive(Clone)]
+pub struct MapClaimsLayer {
+    config: Arc<Config>,
+}
+
+#[derive(Clone)]
+struct Config {
+    id: u64,
+    mappings: Box<[(HeaderName, ClaimPath)]>,
+    remove_authorization: bool,
+    assertion: Option<AssertionSigner>,
+}
+
+impl fmt::Debug for MapClaimsLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MapClaimsLayer")
+            .field("mappings", &self.config.mappings)
+            .field("remove_authorization", &self.config.remove_authorization)
+            .finish()
+    }
+}
+
+impl MapClaimsLayer {
+    /// A layer setting each header to the claim at its path (`("x-tenant", "org.id")`).
+    pub fn new<I, H, P>(mappings: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (H, P)>,
+        H: AsRef<str>,
+        P: AsRef<str>,
+    {
+        static IDS: AtomicU64 = AtomicU64::new(1);
+        let mut out = Vec::new();
+        for (header, path) in mappings {
+            let name = HeaderName::from_bytes(header.as_ref().as_bytes()).map_err(|_| {
+                ConfigError::InvalidHeader(format!("{:?} is not a header name", header.as_ref()))
+            })?;
+            if out.iter().any(|(n, _)| *n == name) {
+                return Err(ConfigError::InvalidHeader(format!(
+                    "header {name} is mapped twice"
+                )));
+            }
+            if name == AUTHORIZATION || name == http::header::HOST || name == http::header::COOKIE {
+                return Err(ConfigError::InvalidHeader(format!(
+                    "header {name} cannot carry a claim"
+                )));
+            }
+            let path: ClaimPath = path
+                .as_ref()
+                .parse()
+                .map_err(|e: super::ClaimPathError| ConfigError::InvalidHeader(e.to_string()))?;
+            out.push((name, path));
+        }
+        Ok(Self {
+            config: Arc::new(Config {
+                id: IDS.fetch_add(1, Ordering::Relaxed),
+                mappings: out.into_boxed_slice(),
+                remove_authorization: false,
+                assertion: None,
+            }),
+        })
+    }
+
+    /// Also removes the `Authorization` header before the request goes on (Envoy's
+    /// `forward: false`, Kong's `hide_credentials`). Off by default.
+    pub fn remove_authorization(mut self, remove: bool) -> Self {
+        Arc::make_mut(&mut self.config).remove_authorization = remove;
+        self
+    }
+
+    /// Also sets a signed identity assertion (see [`AssertionSigner`]) in the signer's header,
+    /// removing any copy the client sent.
+    pub fn assertion(mut self, signer: AssertionSigner) -> Self {
+        Arc::make_mut(&mut self.config).assertion = Some(signer);
+        self
+    }
+
+    /// The headers this layer manages.
+    pub fn headers(&self) -> impl Iterator<Item = &HeaderName> {
+        self.config.mappings.iter().map(|(name, _)| name)
+    }
+
+    /// Applies the mapping to `headers` for `identity`. Does not allocate when the identity's
+    /// values were rendered before (on an earlier request with the same cached token) and the
+    /// header map has room.
+    pub fn apply(&self, headers: &mut HeaderMap, identity: Option<&Identity>) {
+        self.config.apply(headers, identity);
+    }
+}
+
+impl Config {
+    fn render(&self, identity: &Identity) -> Box<[Option<HeaderValue>]> {
+        self.mappings
+            .iter()
+            .map(|(_, path)| {
+                let value = render_header_value(path.lookup(identity.claims())?)?;
+                HeaderValue::try_from(value).ok()
+            })
+            .collect()
+    }
+
+    fn apply(&self, headers: &mut HeaderMap, identity: Option<&Identity>) {
+        for (name, _) in self.mappings.iter() {
+            // Removes every value of the name; names are case-insensitive.
+            headers.remove(name);
+        }
+        if self.remove_authorization {
+            headers.remove(AUTHORIZATION);
+        }
+        if let Some(signer) = &self.assertion {
+            headers.remove(signer.header_name());
+        }
+        let Some(identity) = identity else {
+            return;
+        };
+        let derived = identity.derived.iter().find_map(|slot| {
+            let derived = slot.get_or_init(|| Derived {
+                owner: self.id,
+                headers: self.render(identity),
+                assertion: Default::default(),
+            });
+            (derived.owner == self.id).then_some(derived)
+        });
+        let rendered;
+        let values = match derived {
+            Some(derived) => &derived.headers,
+            None => {
+                // Every slot is owned by another mapping layer: render for this request.
+                rendered = self.render(identity);
+                &rendered
+            }
+        };
+        for ((name, _), value) in self.mappings.iter().zip(values.iter()) {
+            if let Some(value) = value {
+                headers.insert(name.clone(), value.clone());
+            }
+        }
+        if let Some(signer) = &self.assertion {
+            let mapped = || {
+                self.mappings
+                    .iter()
+                    .filter_map(|(name, path)| {
+                        Some((
+                            name.as_str().to_owned(),
+                            path.lookup(identity.claims())?.clone(),
+                        ))
+                    })
+                    .collect()
+            };
+            let fresh = std::sync::RwLock::new(None);
+            let slot = derived.map_or(&fresh, |derived| &derived.assertion);
+            if let Some(value) = signer.cached(slot, identity, mapped) {
+                headers.insert(signer.header_name().clone(), value);
+            }
+        }
+    }
+}
+
+impl<S> Layer<S> for MapClaimsLayer {
+    type Service = MapClaims<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        MapClaims {
+            inner,
+            config: Arc::clone(&self.config),
+        }
+    }
+}
+
+/// The service [`MapClaimsLayer`] wraps around an inner service.
+#[derive(Clone)]
+pub struct MapClaims<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for MapClaims<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MapClaims")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B> Service<Request<B>> for MapClaims<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let (mut parts, body) = request.into_parts();
+        let identity = parts.extensions.get::<Arc<Identity>>();
+        self.config
+            .apply(&mut parts.headers, identity.map(|i| &**i));
+        self.inner.call(Request::from_parts(parts, body))
+    }
+}
