@@ -25,6 +25,24 @@ fn blocks() -> u64 {
     dhat::HeapStats::get().total_blocks
 }
 
+/// Calls `service` with each request, polls each answer once (the inner service is ready at
+/// once), and returns the heap blocks allocated meanwhile.
+fn blocks_to_serve<S>(service: &mut S, requests: Vec<Request<()>>) -> u64
+where
+    S: Service<Request<()>, Response = Response<()>, Error = Infallible>,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    let before = blocks();
+    for req in requests {
+        let future = pin!(service.call(req));
+        let Poll::Ready(Ok(response)) = future.poll(&mut cx) else {
+            panic!("the inner service is ready at once");
+        };
+        assert_eq!(response.status(), 200);
+    }
+    blocks() - before
+}
+
 #[test]
 fn cached_hit_allocates_nothing_in_the_decision_path() {
     let _profiler = dhat::Profiler::builder().testing().build();
@@ -82,16 +100,7 @@ fn cached_hit_allocates_nothing_in_the_decision_path() {
             req
         })
         .collect();
-    let mut cx = Context::from_waker(Waker::noop());
-    let before = blocks();
-    for req in requests {
-        let future = pin!(service.call(req));
-        let Poll::Ready(Ok(response)) = future.poll(&mut cx) else {
-            panic!("the inner service is ready at once");
-        };
-        assert_eq!(response.status(), 200);
-    }
-    let layer_blocks = blocks() - before;
+    let layer_blocks = blocks_to_serve(&mut service, requests);
     dhat::assert_eq!(layer_blocks, 3 * 100);
 
     // Route resolution (normalisation included) and rule evaluation on a cached identity.
@@ -144,15 +153,7 @@ fn cached_hit_allocates_nothing_in_the_decision_path() {
             req
         })
         .collect();
-    let before = blocks();
-    for req in requests {
-        let future = pin!(service.call(req));
-        let Poll::Ready(Ok(response)) = future.poll(&mut cx) else {
-            panic!("the inner service is ready at once");
-        };
-        assert_eq!(response.status(), 200);
-    }
-    let stack_blocks = blocks() - before;
+    let stack_blocks = blocks_to_serve(&mut service, requests);
     dhat::assert_eq!(stack_blocks, 3 * 100);
 
     // Claims to headers on a cached identity: the values were rendered on first use; later

@@ -101,14 +101,7 @@ impl AuthorizeLayer {
 
     /// A layer enforcing `routes`, naming `realm` in its challenges.
     pub fn with_realm(routes: Routes, realm: &str) -> Result<Self, ConfigError> {
-        if realm
-            .bytes()
-            .any(|b| b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b))
-        {
-            return Err(ConfigError::InvalidHeader(
-                "a realm must be printable ASCII without quotes or backslashes".into(),
-            ));
-        }
+        crate::jwt::check_realm(realm)?;
         let no_token = HeaderValue::try_from(format!("Bearer realm=\"{realm}\""))
             .map_err(|e| ConfigError::InvalidHeader(e.to_string()))?;
         Ok(Self {

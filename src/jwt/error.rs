@@ -169,6 +169,19 @@ impl From<JwsError> for JwtError {
     }
 }
 
+/// A realm goes inside a quoted string of a challenge: printable ASCII, no `"` or `\`.
+pub(crate) fn check_realm(realm: &str) -> Result<(), ConfigError> {
+    if realm
+        .bytes()
+        .any(|b| b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b))
+    {
+        return Err(ConfigError::InvalidHeader(
+            "a realm must be printable ASCII without quotes or backslashes".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// The `WWW-Authenticate` values for one realm, built once.
 #[derive(Clone)]
 pub(crate) struct Challenges {
@@ -187,14 +200,7 @@ impl fmt::Debug for Challenges {
 
 impl Challenges {
     pub(crate) fn new(realm: &str) -> Result<Self, ConfigError> {
-        if realm
-            .bytes()
-            .any(|b| b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b))
-        {
-            return Err(ConfigError::InvalidHeader(
-                "a realm must be printable ASCII without quotes or backslashes".into(),
-            ));
-        }
+        check_realm(realm)?;
         let value = |rest: &str| {
             HeaderValue::try_from(format!("Bearer realm=\"{realm}\"{rest}"))
                 .map_err(|e| ConfigError::InvalidHeader(e.to_string()))

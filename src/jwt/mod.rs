@@ -50,6 +50,7 @@ mod validator;
 
 #[cfg(feature = "axum")]
 pub use self::axum::{Authenticated, MissingIdentity};
+pub(crate) use error::check_realm;
 pub use error::{ChallengeKind, DefaultRejection, JwtError, OnRejection, Rejection};
 pub use future::ResponseFuture;
 pub(crate) use identity::Derived;
