@@ -240,9 +240,37 @@ mod claims {
     }
 }
 
+mod rate_limit {
+    use super::*;
+    use portcullis::rate_limit::{MemoryStore, Quota};
+    use std::num::NonZeroU32;
+
+    /// A check for a known key in the in-memory store: key hashing, a read lock, a CAS.
+    pub(super) fn bench(c: &mut Criterion) {
+        let store = MemoryStore::new(100_000);
+        let quota = Quota::per_second(NonZeroU32::new(1_000_000).unwrap());
+        let subjects: Vec<String> = (0..10_000).map(|i| format!("user-{i:05}")).collect();
+        for s in &subjects {
+            store.check(store.key().part(s.as_bytes()).finish(), &quota, 0, 1);
+        }
+        let mut group = c.benchmark_group("rate_limit");
+        let mut i = 0usize;
+        let mut now = 1_000_000_000u64;
+        group.bench_function("known_key_check", |b| {
+            b.iter(|| {
+                i = (i + 1) % subjects.len();
+                now += 1_000;
+                let key = store.key().part(subjects[i].as_bytes()).finish();
+                store.check(black_box(key), &quota, now, 1).allowed
+            })
+        });
+        group.finish();
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
-    targets = verify::bench, cache::bench, authz::bench, claims::bench
+    targets = verify::bench, cache::bench, authz::bench, claims::bench, rate_limit::bench
 }
 criterion_main!(benches);

@@ -70,6 +70,47 @@ pub fn claim_path(data: &[u8]) {
     }
 }
 
+/// GCRA through the in-memory store over arbitrary (key, time step, cost) sequences and an
+/// arbitrary quota: per key, admitted units never exceed `burst + elapsed / T`.
+pub fn gcra(data: &[u8]) {
+    use crate::rate_limit::{MemoryStore, Quota};
+    use std::num::NonZeroU32;
+    let Some((head, steps)) = data.split_first_chunk::<5>() else {
+        return;
+    };
+    let count = NonZeroU32::new(u32::from(u16::from_le_bytes([head[0], head[1]])))
+        .unwrap_or(NonZeroU32::MIN);
+    let period = Duration::from_millis(u64::from(u16::from_le_bytes([head[2], head[3]])));
+    let burst = NonZeroU32::new(u32::from(head[4])).unwrap_or(NonZeroU32::MIN);
+    let Some(quota) = Quota::new(count, period) else {
+        return;
+    };
+    let quota = quota.burst(burst);
+    // Large enough that nothing is evicted: eviction forgets a key by design.
+    let store = MemoryStore::new(4_096);
+    let start = 1_000_000_000_000u64;
+    let mut now = start;
+    let mut admitted = [0u64; 256];
+    for step in steps.chunks_exact(4) {
+        let (key, dt, cost) = (
+            step[0],
+            u64::from(u16::from_le_bytes([step[1], step[2]])),
+            u32::from(step[3] % 8) + 1,
+        );
+        now += dt * 1_000_000;
+        let hashed = store.key().part(&[key]).finish();
+        if store.check(hashed, &quota, now, cost).allowed {
+            admitted[usize::from(key)] += u64::from(cost);
+        }
+        let bound = u64::from(burst.get()) + (now - start) / quota.emission_interval();
+        assert!(
+            admitted[usize::from(key)] <= bound,
+            "key {key}: {} > {bound}",
+            admitted[usize::from(key)]
+        );
+    }
+}
+
 fn validator() -> &'static Validator {
     static VALIDATOR: OnceLock<Validator> = OnceLock::new();
     VALIDATOR.get_or_init(|| {

@@ -8,3 +8,6 @@ pub mod keys {}
 
 #[doc = include_str!("../docs/authorization.md")]
 pub mod authorization {}
+
+#[doc = include_str!("../docs/rate-limiting.md")]
+pub mod rate_limiting {}

@@ -13,6 +13,8 @@
 //! - [`authz`]: routes with path normalisation, rules over scopes, roles and claims, and
 //!   [`AuthorizeLayer`](authz::AuthorizeLayer) (403 `insufficient_scope`).
 //! - [`claims`]: claim paths and header-safe rendering of claim values.
+//! - [`rate_limit`]: GCRA per key, a bounded in-memory store, and
+//!   [`RateLimitLayer`](rate_limit::RateLimitLayer) with IETF `RateLimit` headers.
 //! - [`crypto`]: algorithms, and a `jsonwebtoken` crypto provider backed by `ring`.
 //! - [`clock`]: injectable time.
 //!
@@ -49,7 +51,8 @@
 //! # Ok::<_, portcullis::error::ConfigError>(()) }).unwrap();
 //! ```
 //!
-//! Guides: [`guide::validation`], [`guide::keys`], [`guide::authorization`].
+//! Guides: [`guide::validation`], [`guide::keys`], [`guide::authorization`],
+//! [`guide::rate_limiting`].
 //!
 //! # Features
 //!
@@ -71,6 +74,7 @@ pub mod fuzzing;
 pub mod guide;
 pub mod jwt;
 pub mod keys;
+pub mod rate_limit;
 pub mod token;
 
 pub use error::ConfigError;

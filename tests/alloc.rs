@@ -15,6 +15,7 @@ use http::{HeaderMap, Request, Response};
 use portcullis::authz::{Auth, AuthorizeLayer, Route, Routes};
 use portcullis::claims::{AssertionSigner, ClaimPath, MapClaimsLayer};
 use portcullis::jwt::JwtAuthLayer;
+use portcullis::rate_limit::{MemoryStore, Quota};
 use portcullis::token::TokenSource;
 use tower::{Layer, Service, service_fn};
 
@@ -200,6 +201,33 @@ fn cached_hit_allocates_nothing_in_the_decision_path() {
     }
     let assertion_blocks = blocks() - before;
     dhat::assert_eq!(assertion_blocks, 0);
+
+    // A rate-limit check for a known key: a keyed hash, a read lock, a compare-exchange.
+    let store = MemoryStore::new(10_000);
+    let quota = Quota::per_second(std::num::NonZeroU32::new(1_000).unwrap());
+    let subjects: Vec<String> = (0..100).map(|i| format!("user-{i}")).collect();
+    for subject in &subjects {
+        store.check(store.key().part(subject.as_bytes()).finish(), &quota, 0, 1);
+    }
+    let before = blocks();
+    for round in 0..10u64 {
+        for subject in &subjects {
+            let key = store.key().part(b"s").part(subject.as_bytes()).finish();
+            let _ = store.check(key, &quota, round * 1_000_000_000, 1);
+        }
+    }
+    // The first sight of those 100 keys (with the b"s" part) inserts them: allowed.
+    let first_sight = blocks() - before;
+    let before = blocks();
+    for round in 10..20u64 {
+        for subject in &subjects {
+            let key = store.key().part(b"s").part(subject.as_bytes()).finish();
+            assert!(store.check(key, &quota, round * 1_000_000_000, 1).allowed);
+        }
+    }
+    let known_key_blocks = blocks() - before;
+    dhat::assert_eq!(known_key_blocks, 0);
+    assert!(first_sight <= 100, "{first_sight}");
     assert_eq!(
         maps[0]["x-portcullis-assertion"],
         maps[999]["x-portcullis-assertion"]

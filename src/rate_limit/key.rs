@@ -1,0 +1,369 @@
+//! What a request is counted by.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+
+use http::{HeaderMap, HeaderName, Request};
+use serde_json::Value;
+
+use super::memory::KeyBuilder;
+use crate::claims::ClaimPath;
+use crate::jwt::Identity;
+
+/// The peer address of a connection, for the request's extensions (a plain `SocketAddr` there is
+/// read too). The server that accepts connections puts it in; without it, IP keys fall back to
+/// the anonymous bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// An IP network in CIDR notation (`10.0.0.0/8`, `fd00::/8`, or one address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    /// Whether `ip` is in the network (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+impl FromStr for IpNet {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (s, None),
+        };
+        let addr = canonical(
+            addr.trim()
+                .parse::<IpAddr>()
+                .map_err(|_| format!("{s:?} is not an IP network"))?,
+        );
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("bad prefix in {s:?}"))?,
+            None => max,
+        };
+        Ok(Self { addr, prefix })
+    }
+}
+
+/// Which proxies' `X-Forwarded-For` entries to believe.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TrustedProxies {
+    /// None: the client is the connection's peer (the default).
+    #[default]
+    None,
+    /// This many proxies in front, each appending the address it saw: the client is that many
+    /// entries from the right of `X-Forwarded-For` + peer.
+    Count(u8),
+    /// Proxies in these networks: walking from the peer leftwards, the first address outside
+    /// them is the client.
+    Networks(Box<[IpNet]>),
+}
+
+/// What a limit counts requests by.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum RateKey {
+    /// A claim of the verified identity (`claim:sub`, `claim:org.id`).
+    Claim(ClaimPath),
+    /// The client IP, per [`TrustedProxies`].
+    Ip(TrustedProxies),
+    /// A request header's value (the first, when repeated).
+    Header(HeaderName),
+    /// The matched route (its pattern), or the path when no routes are configured.
+    Route,
+    /// Several keys together (route + subject).
+    Composite(Box<[RateKey]>),
+    /// One bucket for every request.
+    Global,
+}
+
+impl fmt::Display for RateKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RateKey::Claim(path) => write!(f, "claim:{path}"),
+            RateKey::Ip(_) => f.write_str("ip"),
+            RateKey::Header(name) => write!(f, "header:{name}"),
+            RateKey::Route => f.write_str("route"),
+            RateKey::Composite(parts) => {
+                for (i, part) in parts.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("+")?;
+                    }
+                    write!(f, "{part}")?;
+                }
+                Ok(())
+            }
+            RateKey::Global => f.write_str("global"),
+        }
+    }
+}
+
+impl FromStr for RateKey {
+    type Err = String;
+
+    /// `claim:<path>`, `ip`, `header:<name>`, `route`, `global`, or several joined by `+`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.contains('+') {
+            let parts: Result<Vec<RateKey>, String> = s.split('+').map(str::parse).collect();
+            return Ok(RateKey::Composite(parts?.into_boxed_slice()));
+        }
+        match s.split_once(':') {
+            Some(("claim", path)) => path.parse().map(RateKey::Claim).map_err(|e| e.to_string()),
+            Some(("header", name)) => HeaderName::from_bytes(name.as_bytes())
+                .map(RateKey::Header)
+                .map_err(|_| format!("{name:?} is not a header name")),
+            None if s == "ip" => Ok(RateKey::Ip(TrustedProxies::None)),
+            None if s == "route" => Ok(RateKey::Route),
+            None if s == "global" => Ok(RateKey::Global),
+            _ => Err(format!(
+                "unknown rate-limit key {s:?}: use claim:<path>, ip, header:<name>, route or global"
+            )),
+        }
+    }
+}
+
+/// What the key reads from a request.
+pub(crate) struct RequestView<'a> {
+    pub(crate) headers: &'a HeaderMap,
+    pub(crate) peer: Option<IpAddr>,
+    pub(crate) identity: Option<&'a Identity>,
+    pub(crate) route: Option<&'a str>,
+    pub(crate) path: &'a str,
+}
+
+impl<'a> RequestView<'a> {
+    pub(crate) fn of<B>(request: &'a Request<B>, route: Option<&'a str>) -> Self {
+        let extensions = request.extensions();
+        let peer = extensions
+            .get::<PeerAddr>()
+            .map(|p| p.0.ip())
+            .or_else(|| extensions.get::<SocketAddr>().map(SocketAddr::ip));
+        Self {
+            headers: request.headers(),
+            peer,
+            identity: extensions
+                .get::<std::sync::Arc<crate::jwt::Identity>>()
+                .map(|i| &**i),
+            route,
+            path: request.uri().path(),
+        }
+    }
+}
+
+impl RateKey {
+    /// Feeds this key's material into `builder`; `None` when the request has none (no identity
+    /// for a claim key, no such header, no peer address). Does not allocate.
+    pub(crate) fn build(&self, view: &RequestView<'_>, builder: KeyBuilder) -> Option<KeyBuilder> {
+        match self {
+            RateKey::Claim(path) => match path.lookup(view.identity?.claims())? {
+                Value::String(s) => Some(builder.part(b"s").part(s.as_bytes())),
+                Value::Number(n) => Some(match (n.as_u64(), n.as_i64(), n.as_f64()) {
+                    (Some(u), _, _) => builder.part(b"u").part(&u.to_le_bytes()),
+                    (_, Some(i), _) => builder.part(b"i").part(&i.to_le_bytes()),
+                    (_, _, f) => builder
+                        .part(b"f")
+                        .part(&f.unwrap_or_default().to_bits().to_le_bytes()),
+                }),
+                Value::Bool(b) => Some(builder.part(b"b").part(&[u8::from(*b)])),
+                _ => None,
+            },
+            RateKey::Ip(trusted) => {
+                let ip = client_ip(view.headers, view.peer?, trusted);
+                Some(match canonical(ip) {
+                    IpAddr::V4(v4) => builder.part(&v4.octets()),
+                    IpAddr::V6(v6) => builder.part(&v6.octets()),
+                })
+            }
+            RateKey::Header(name) => Some(builder.part(view.headers.get(name)?.as_bytes())),
+            RateKey::Route => Some(builder.part(view.route.unwrap_or(view.path).as_bytes())),
+            RateKey::Composite(parts) => parts
+                .iter()
+                .try_fold(builder, |b, part| part.build(view, b)),
+            RateKey::Global => Some(builder.part(b"global")),
+        }
+    }
+}
+
+/// The client address: the peer, or the entry of `X-Forwarded-For` the trusted proxies vouch
+/// for. Never the leftmost entry on the client's say-so. Does not allocate.
+pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &TrustedProxies) -> IpAddr {
+    // Entries from the right: the peer first, then X-Forwarded-For right to left.
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .rev()
+        .flat_map(|value| value.to_str().unwrap_or("").rsplit(','))
+        .map(|entry| entry.trim().parse::<IpAddr>().ok());
+    match trusted {
+        TrustedProxies::None => peer,
+        TrustedProxies::Count(count) => {
+            let mut client = peer;
+            for entry in forwarded.take(usize::from(*count)) {
+                match entry {
+                    Some(ip) => client = ip,
+                    // A malformed entry: stop at the last address a trusted hop vouched for.
+                    None => break,
+                }
+            }
+            client
+        }
+        TrustedProxies::Networks(networks) => {
+            let trusted = |ip: IpAddr| networks.iter().any(|n| n.contains(ip));
+            let mut client = peer;
+            if !trusted(client) {
+                return client;
+            }
+            for entry in forwarded {
+                match entry {
+                    Some(ip) => {
+                        client = ip;
+                        if !trusted(ip) {
+                            break;
+                        }
+                    }
+                    None => break,
+                }
+            }
+            client
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn xff(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for v in values {
+            headers.append("x-forwarded-for", v.parse().unwrap());
+        }
+        headers
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn trusted_proxy_extraction() {
+        let peer = ip("10.0.0.1");
+        let spoofed = xff(&["6.6.6.6, 203.0.113.7"]);
+        assert_eq!(client_ip(&spoofed, peer, &TrustedProxies::None), peer);
+        assert_eq!(
+            client_ip(&spoofed, peer, &TrustedProxies::Count(1)),
+            ip("203.0.113.7")
+        );
+        assert_eq!(
+            client_ip(&spoofed, peer, &TrustedProxies::Count(2)),
+            ip("6.6.6.6")
+        );
+        assert_eq!(
+            client_ip(
+                &xff(&["6.6.6.6", "203.0.113.7"]),
+                peer,
+                &TrustedProxies::Count(1)
+            ),
+            ip("203.0.113.7")
+        );
+        assert_eq!(
+            client_ip(&HeaderMap::new(), peer, &TrustedProxies::Count(1)),
+            peer
+        );
+        assert_eq!(
+            client_ip(
+                &xff(&["garbage, 203.0.113.7"]),
+                peer,
+                &TrustedProxies::Count(3)
+            ),
+            ip("203.0.113.7")
+        );
+
+        let nets = TrustedProxies::Networks(
+            vec!["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()].into(),
+        );
+        assert_eq!(
+            client_ip(&xff(&["6.6.6.6, 203.0.113.7, 10.1.2.3"]), peer, &nets),
+            ip("203.0.113.7")
+        );
+        // An untrusted peer: its X-Forwarded-For is not believed at all.
+        assert_eq!(
+            client_ip(&spoofed, ip("198.51.100.1"), &nets),
+            ip("198.51.100.1")
+        );
+        // Every hop trusted: the leftmost trusted address, never beyond what the header holds.
+        assert_eq!(client_ip(&xff(&["10.9.9.9"]), peer, &nets), ip("10.9.9.9"));
+        assert_eq!(
+            client_ip(&xff(&["[::1]:80, 203.0.113.9"]), peer, &nets),
+            ip("203.0.113.9")
+        );
+    }
+
+    #[test]
+    fn networks() {
+        let net: IpNet = "192.168.0.0/16".parse().unwrap();
+        assert!(net.contains(ip("192.168.3.4")) && !net.contains(ip("192.169.0.1")));
+        assert!(net.contains(ip("::ffff:192.168.1.1")));
+        assert!(
+            "0.0.0.0/0"
+                .parse::<IpNet>()
+                .unwrap()
+                .contains(ip("8.8.8.8"))
+        );
+        assert!("10.0.0.0/33".parse::<IpNet>().is_err());
+        assert!("nope".parse::<IpNet>().is_err());
+        assert!("fd00::/8".parse::<IpNet>().unwrap().contains(ip("fd12::1")));
+    }
+
+    #[test]
+    fn key_specs() {
+        for (text, display) in [
+            ("claim:sub", "claim:sub"),
+            ("ip", "ip"),
+            ("header:X-Api-Key", "header:x-api-key"),
+            ("route+claim:org.id", "route+claim:org.id"),
+            ("global", "global"),
+        ] {
+            assert_eq!(text.parse::<RateKey>().unwrap().to_string(), display);
+        }
+        for bad in ["claim:", "header:a b", "cookie:x", ""] {
+            assert!(bad.parse::<RateKey>().is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,487 @@
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use http::header::RETRY_AFTER;
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use pin_project_lite::pin_project;
+use serde_json::Value;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::gcra::{Decision, Quota};
+use super::key::{RateKey, RequestView, TrustedProxies};
+use super::memory::{DEFAULT_MAX_KEYS, MemoryStore};
+use crate::authz::Routes;
+use crate::claims::ClaimPath;
+use crate::clock::{Clock, SystemClock};
+use crate::error::ConfigError;
+
+/// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers).
+pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// `RateLimit` (draft-ietf-httpapi-ratelimit-headers).
+pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+/// Quotas by claim value.
+type Tiers = Box<[(Box<str>, Quota)]>;
+
+/// One limit: a name, what it counts by, a quota (with tiers chosen by a claim), and a store.
+#[derive(Clone)]
+pub struct Limit {
+    name: Box<str>,
+    key: RateKey,
+    quota: Quota,
+    tiers: Option<(ClaimPath, Tiers)>,
+    store: Arc<MemoryStore>,
+    policies: Box<[HeaderValue]>,
+}
+
+impl fmt::Debug for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Limit")
+            .field("name", &self.name)
+            .field("key", &self.key.to_string())
+            .field("quota", &self.quota)
+            .field("tiers", &self.tiers)
+            .field("store", &self.store)
+            .finish()
+    }
+}
+
+fn is_sf_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+}
+
+impl Limit {
+    /// A limit named `name` (a structured-field token: letters, digits, `-_.:`), counting by
+    /// `key`, with an in-memory store of at most 100 000 keys.
+    pub fn new(name: &str, key: RateKey, quota: Quota) -> Result<Self, ConfigError> {
+        if !is_sf_token(name) {
+            return Err(ConfigError::InvalidHeader(format!(
+                "rate-limit name {name:?}: use letters, digits and -_.:"
+            )));
+        }
+        let mut limit = Self {
+            name: name.into(),
+            key,
+            quota,
+            tiers: None,
+            store: Arc::new(MemoryStore::new(DEFAULT_MAX_KEYS)),
+            policies: Box::default(),
+        };
+        limit.policies = limit.build_policies()?;
+        Ok(limit)
+    }
+
+    /// Quotas chosen by the claim at `path` (`plan` = `gold` → its quota); other values and
+    /// anonymous requests get the limit's own quota.
+    pub fn tiers<I, S>(mut self, path: ClaimPath, tiers: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (S, Quota)>,
+        S: Into<Box<str>>,
+    {
+        self.tiers = Some((
+            path,
+            tiers.into_iter().map(|(v, q)| (v.into(), q)).collect(),
+        ));
+        self.policies = self.build_policies()?;
+        Ok(self)
+    }
+
+    /// The most keys the in-memory store holds (default 100 000).
+    pub fn max_keys(mut self, max_keys: usize) -> Self {
+        self.store = Arc::new(MemoryStore::new(max_keys));
+        self
+    }
+
+    /// The limit's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The store (for monitoring: [`MemoryStore::len`]).
+    pub fn store(&self) -> &MemoryStore {
+        &self.store
+    }
+
+    fn quotas(&self) -> impl Iterator<Item = &Quota> {
+        std::iter::once(&self.quota).chain(
+            self.tiers
+                .iter()
+                .flat_map(|(_, t)| t.iter().map(|(_, q)| q)),
+        )
+    }
+
+    /// `RateLimit-Policy` values, one per quota (the default first, then each tier).
+    fn build_policies(&self) -> Result<Box<[HeaderValue]>, ConfigError> {
+        self.quotas()
+            .map(|q| {
+                // q is the quota units in a window of w seconds: the burst over the time it takes
+                // to refill it.
+                let window = q
+                    .emission_interval()
+                    .saturating_mul(u64::from(q.burst_size()))
+                    .div_ceil(1_000_000_000)
+                    .max(1);
+                HeaderValue::try_from(format!("\"{}\";q={};w={window}", self.name, q.burst_size()))
+                    .map_err(|e| ConfigError::InvalidHeader(e.to_string()))
+            })
+            .collect()
+    }
+
+    /// The quota (and its index) for the identity's tier.
+    fn quota_for(&self, view: &RequestView<'_>) -> (usize, &Quota) {
+        if let (Some((path, tiers)), Some(identity)) = (&self.tiers, view.identity)
+            && let Some(Value::String(value)) = path.lookup(identity.claims())
+            && let Some(i) = tiers.iter().position(|(tier, _)| **tier == **value)
+        {
+            return (i + 1, &tiers[i].1);
+        }
+        (0, &self.quota)
+    }
+}
+
+/// The request was over a limit. Goes into the 429 response's extensions.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("rate limit {limit} exceeded; retry after {retry_after} s")]
+#[non_exhaustive]
+pub struct RateLimited {
+    /// The limit that denied.
+    pub limit: Box<str>,
+    /// Seconds until a retry can succeed (at least 1).
+    pub retry_after: u64,
+}
+
+/// Counts every request against each configured [`Limit`]; a request is admitted only if every
+/// limit admits it, and a denied request is not charged against the others. Denials answer 429
+/// with `Retry-After` (whole seconds, rounded up, never 0); every response carries
+/// `RateLimit-Policy` and `RateLimit` (switchable off).
+///
+/// # Example
+///
+/// ```
+/// use std::num::NonZeroU32;
+/// use portcullis::rate_limit::{Limit, Quota, RateLimitLayer};
+///
+/// let per_subject = Limit::new("default", "claim:sub".parse().unwrap(),
+///     Quota::per_minute(NonZeroU32::new(100).unwrap()).burst(NonZeroU32::new(20).unwrap())).unwrap();
+/// let layer = RateLimitLayer::new([per_subject]);
+/// # let _ = layer;
+/// ```
+#[derive(Clone)]
+pub struct RateLimitLayer {
+    config: Arc<Config>,
+}
+
+#[derive(Clone)]
+struct Config {
+    limits: Box<[Limit]>,
+    anonymous: RateKey,
+    routes: Option<Routes>,
+    headers: bool,
+    shadow: bool,
+    clock: Arc<dyn Clock>,
+    cost: Option<HeaderName>,
+    shadow_denied: Arc<AtomicU64>,
+}
+
+impl fmt::Debug for RateLimitLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitLayer")
+            .field("limits", &self.config.limits)
+            .field("anonymous", &self.config.anonymous.to_string())
+            .field("headers", &self.config.headers)
+            .field("shadow", &self.config.shadow)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RateLimitLayer {
+    /// A layer enforcing `limits`, in order.
+    pub fn new(limits: impl IntoIterator<Item = Limit>) -> Self {
+        Self {
+            config: Arc::new(Config {
+                limits: limits.into_iter().collect(),
+                anonymous: RateKey::Ip(TrustedProxies::None),
+                routes: None,
+                headers: true,
+                shadow: false,
+                clock: Arc::new(SystemClock),
+                cost: None,
+                shadow_denied: Arc::default(),
+            }),
+        }
+    }
+
+    fn config_mut(&mut self) -> &mut Config {
+        Arc::make_mut(&mut self.config)
+    }
+
+    /// The key for requests whose limit key is missing (no identity for a claim key, no such
+    /// header); default: the client IP. When that is missing too, one shared bucket.
+    pub fn anonymous(mut self, key: RateKey) -> Self {
+        self.config_mut().anonymous = key;
+        self
+    }
+
+    /// Routes, for `route` keys (the matched route's pattern rather than the raw path).
+    pub fn routes(mut self, routes: Routes) -> Self {
+        self.config_mut().routes = Some(routes);
+        self
+    }
+
+    /// Whether to emit `RateLimit-Policy` and `RateLimit` (default: yes).
+    pub fn headers(mut self, emit: bool) -> Self {
+        self.config_mut().headers = emit;
+        self
+    }
+
+    /// Shadow mode: count and report denials (a `tracing`-free counter,
+    /// [`RateLimitLayer::shadow_denied`]), never reject.
+    pub fn shadow(mut self, shadow: bool) -> Self {
+        self.config_mut().shadow = shadow;
+        self
+    }
+
+    /// Reads each request's cost (weight) from this header (a positive integer; absent or
+    /// malformed means 1).
+    pub fn cost_header(mut self, name: HeaderName) -> Self {
+        self.config_mut().cost = Some(name);
+        self
+    }
+
+    /// The clock (the system clock by default).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.config_mut().clock = Arc::new(clock);
+        self
+    }
+
+    /// How many requests shadow mode would have denied.
+    pub fn shadow_denied(&self) -> u64 {
+        self.config.shadow_denied.load(Ordering::Relaxed)
+    }
+
+    /// The limits.
+    pub fn limits(&self) -> &[Limit] {
+        &self.config.limits
+    }
+}
+
+/// One limit's outcome for a request.
+#[derive(Clone, Copy)]
+struct Outcome {
+    limit: usize,
+    tier: usize,
+    decision: Decision,
+}
+
+impl Config {
+    /// Decides a request: every limit in order; on a denial the earlier charges are refunded.
+    /// Returns the outcomes (the denying one last). Does not allocate for known keys.
+    fn decide<B>(
+        &self,
+        request: &Request<B>,
+        outcomes: &mut [Option<Outcome>; 4],
+    ) -> Option<Outcome> {
+        let route = self.routes.as_ref().and_then(|routes| {
+            routes
+                .resolve(request.method(), request.uri().path())
+                .ok()
+                .flatten()
+                .map(|r| r.pattern())
+        });
+        let view = RequestView::of(request, route);
+        let cost = self
+            .cost
+            .as_ref()
+            .and_then(|name| request.headers().get(name))
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u32>().ok())
+            .filter(|c| *c > 0)
+            .unwrap_or(1);
+        let now = u64::try_from(self.clock.now().as_nanos()).unwrap_or(u64::MAX);
+        let mut charged: [Option<(usize, super::memory::KeyHash, usize)>; 8] = [None; 8];
+        for (i, limit) in self.limits.iter().enumerate() {
+            let store = &limit.store;
+            let key = limit
+                .key
+                .build(&view, store.key().part(b"k"))
+                .or_else(|| self.anonymous.build(&view, store.key().part(b"a")))
+                .unwrap_or_else(|| store.key().part(b"anonymous"))
+                .finish();
+            let (tier, quota) = limit.quota_for(&view);
+            let decision = store.check(key, quota, now, cost);
+            let outcome = Outcome {
+                limit: i,
+                tier,
+                decision,
+            };
+            if let Some(slot) = outcomes.get_mut(i) {
+                *slot = Some(outcome);
+            }
+            if !decision.allowed {
+                for (j, key, tier) in charged.iter().flatten() {
+                    let limit = &self.limits[*j];
+                    let quota = if *tier == 0 {
+                        &limit.quota
+                    } else {
+                        &limit.tiers.as_ref().expect("a tier").1[*tier - 1].1
+                    };
+                    limit.store.refund(*key, quota, now, cost);
+                }
+                return Some(outcome);
+            }
+            if let Some(slot) = charged.get_mut(i) {
+                *slot = Some((i, key, tier));
+            }
+        }
+        None
+    }
+
+    fn rate_limit_value(&self, outcome: &Outcome) -> Option<HeaderValue> {
+        let limit = &self.limits[outcome.limit];
+        let value = format!(
+            "\"{}\";r={};t={}",
+            limit.name,
+            outcome.decision.remaining,
+            outcome.decision.reset_secs()
+        );
+        HeaderValue::try_from(value).ok()
+    }
+
+    fn add_headers(&self, headers: &mut http::HeaderMap, outcomes: &[Option<Outcome>; 4]) {
+        for outcome in outcomes.iter().flatten() {
+            let limit = &self.limits[outcome.limit];
+            if let Some(policy) = limit.policies.get(outcome.tier) {
+                headers.append(RATELIMIT_POLICY.clone(), policy.clone());
+            }
+            if let Some(value) = self.rate_limit_value(outcome) {
+                headers.append(RATELIMIT.clone(), value);
+            }
+        }
+    }
+}
+
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimit<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimit {
+            inner,
+            config: Arc::clone(&self.config),
+        }
+    }
+}
+
+/// The service [`RateLimitLayer`] wraps around an inner service.
+#[derive(Clone)]
+pub struct RateLimit<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for RateLimit<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimit")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+pin_project! {
+    /// The response future of [`RateLimit`]: the inner service's, with the rate-limit headers
+    /// added, or the 429.
+    pub struct ResponseFuture<F, B> {
+        #[pin]
+        inner: Option<F>,
+        rejected: Option<Response<B>>,
+        config: Arc<Config>,
+        outcomes: [Option<Outcome>; 4],
+    }
+}
+
+impl<F, B> fmt::Debug for ResponseFuture<F, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = match this.inner.as_pin_mut() {
+            Some(inner) => match inner.poll(cx) {
+                Poll::Ready(Ok(response)) => response,
+                other => return other,
+            },
+            None => this.rejected.take().expect("polled after completion"),
+        };
+        if this.config.headers {
+            this.config
+                .add_headers(response.headers_mut(), this.outcomes);
+        }
+        Poll::Ready(Ok(response))
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Default,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let config = Arc::clone(&self.config);
+        let mut outcomes = [None; 4];
+        let denied = config.decide(&request, &mut outcomes);
+        let rejected = match denied {
+            Some(outcome) if config.shadow => {
+                config.shadow_denied.fetch_add(1, Ordering::Relaxed);
+                let _ = outcome;
+                None
+            }
+            Some(outcome) => {
+                let retry_after = outcome.decision.retry_after_secs();
+                let mut response = Response::new(ResBody::default());
+                *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from(retry_after));
+                response.extensions_mut().insert(RateLimited {
+                    limit: config.limits[outcome.limit].name.clone(),
+                    retry_after,
+                });
+                Some(response)
+            }
+            None => None,
+        };
+        let inner = match rejected {
+            Some(_) => None,
+            None => Some(self.inner.call(request)),
+        };
+        ResponseFuture {
+            inner,
+            rejected,
+            config,
+            outcomes,
+        }
+    }
+}

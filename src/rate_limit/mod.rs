@@ -1,0 +1,36 @@
+//! Rate limiting: GCRA per key on one atomic, a bounded in-memory store, and the
+//! [`RateLimitLayer`] with IETF `RateLimit` headers.
+//!
+//! The algorithm ([`gcra`]) and the store ([`memory`]) know nothing of tower or HTTP; the layer
+//! builds each request's key (a claim, the client IP, a header, the route, or several) and
+//! checks every configured [`Limit`].
+//!
+//! # Example
+//!
+//! ```
+//! use std::num::NonZeroU32;
+//! use std::time::Duration;
+//! use portcullis::rate_limit::{MemoryStore, Quota};
+//!
+//! let quota = Quota::per_minute(NonZeroU32::new(100).unwrap()).burst(NonZeroU32::new(2).unwrap());
+//! let store = MemoryStore::new(1_000);
+//! let key = store.key().part(b"user-42").finish();
+//! let now = Duration::from_secs(1_700_000_000).as_nanos() as u64;
+//! assert!(store.check(key, &quota, now, 1).allowed);
+//! assert!(store.check(key, &quota, now, 1).allowed);
+//! let denied = store.check(key, &quota, now, 1);
+//! assert!(!denied.allowed);
+//! assert_eq!(denied.retry_after_secs(), 1); // 600 ms, rounded up
+//! ```
+
+pub mod gcra;
+mod key;
+mod layer;
+pub mod memory;
+
+pub use gcra::{Decision, Quota};
+pub use key::{IpNet, PeerAddr, RateKey, TrustedProxies, client_ip};
+pub use layer::{
+    Limit, RATELIMIT, RATELIMIT_POLICY, RateLimit, RateLimitLayer, RateLimited, ResponseFuture,
+};
+pub use memory::MemoryStore;

@@ -1,0 +1,315 @@
+//! Rate limiting: headers, 429s, several limits, tiers, costs, shadow mode, concurrency, and the
+//! GCRA admission bound as a property.
+
+mod common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::*;
+use http::{HeaderName, Request, Response, StatusCode};
+use jsonwebtoken::Algorithm as Alg;
+use portcullis::clock::ManualClock;
+use portcullis::jwt::Identity;
+use portcullis::rate_limit::gcra::{Gcra, decide};
+use portcullis::rate_limit::{Limit, PeerAddr, Quota, RateLimitLayer, RateLimited};
+use proptest::prelude::*;
+use serde_json::json;
+use tower::{Layer, ServiceExt, service_fn};
+
+fn n(v: u32) -> NonZeroU32 {
+    NonZeroU32::new(v).unwrap()
+}
+
+fn identity(sub: &str, plan: Option<&str>) -> Arc<Identity> {
+    let mut c = claims(sub);
+    if let Some(plan) = plan {
+        c["plan"] = json!(plan);
+    }
+    Arc::new(
+        validator(clock(), 0)
+            .validate_uncached(mint(Alg::ES256, &c).as_bytes())
+            .unwrap(),
+    )
+}
+
+struct Sent {
+    status: StatusCode,
+    retry_after: Option<String>,
+    policy: Vec<String>,
+    ratelimit: Vec<String>,
+    limited: Option<RateLimited>,
+}
+
+fn send(
+    layer: &RateLimitLayer,
+    identity: Option<Arc<Identity>>,
+    peer: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Sent {
+    let service = layer.layer(service_fn(|_: Request<String>| async {
+        Ok::<_, Infallible>(Response::new(String::new()))
+    }));
+    let mut request = Request::builder().uri("/orders");
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let mut request = request.body(String::new()).unwrap();
+    if let Some(identity) = identity {
+        request.extensions_mut().insert(identity);
+    }
+    if let Some(peer) = peer {
+        request
+            .extensions_mut()
+            .insert(PeerAddr(peer.parse::<SocketAddr>().unwrap()));
+    }
+    let response = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(service.oneshot(request))
+        .unwrap();
+    let all = |name: &str| {
+        response
+            .headers()
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    Sent {
+        status: response.status(),
+        retry_after: response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned()),
+        policy: all("ratelimit-policy"),
+        ratelimit: all("ratelimit"),
+        limited: response.extensions().get::<RateLimited>().cloned(),
+    }
+}
+
+fn manual() -> ManualClock {
+    ManualClock::new(Duration::from_secs(NOW))
+}
+
+#[test]
+fn headers_and_429() {
+    let limit = Limit::new(
+        "default",
+        "claim:sub".parse().unwrap(),
+        Quota::per_minute(n(3)),
+    )
+    .unwrap();
+    let layer = RateLimitLayer::new([limit]).clock(manual());
+    let ada = identity("ada", None);
+    let first = send(&layer, Some(ada.clone()), None, &[]);
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(first.policy, [r#""default";q=3;w=60"#]);
+    assert_eq!(first.ratelimit, [r#""default";r=2;t=20"#]);
+    assert_eq!(
+        send(&layer, Some(ada.clone()), None, &[]).ratelimit,
+        [r#""default";r=1;t=40"#]
+    );
+    assert_eq!(
+        send(&layer, Some(ada.clone()), None, &[]).ratelimit,
+        [r#""default";r=0;t=60"#]
+    );
+    let denied = send(&layer, Some(ada.clone()), None, &[]);
+    assert_eq!(denied.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(denied.retry_after.as_deref(), Some("20"));
+    assert_eq!(denied.ratelimit, [r#""default";r=0;t=60"#]);
+    assert_eq!(denied.limited.unwrap().limit.as_ref(), "default");
+    // Another subject has its own bucket.
+    assert_eq!(
+        send(&layer, Some(identity("bob", None)), None, &[]).status,
+        StatusCode::OK
+    );
+    // Switched off: no headers.
+    let quiet =
+        RateLimitLayer::new([
+            Limit::new("q", "global".parse().unwrap(), Quota::per_minute(n(3))).unwrap(),
+        ])
+        .headers(false);
+    let sent = send(&quiet, None, None, &[]);
+    assert!(sent.policy.is_empty() && sent.ratelimit.is_empty());
+}
+
+#[test]
+fn retry_after_is_rounded_up_and_never_zero() {
+    let clock = manual();
+    let limit = Limit::new(
+        "fast",
+        "global".parse().unwrap(),
+        Quota::per_second(n(10)).burst(n(1)),
+    )
+    .unwrap();
+    let layer = RateLimitLayer::new([limit]).clock(clock.clone());
+    assert_eq!(send(&layer, None, None, &[]).status, StatusCode::OK);
+    clock.advance(Duration::from_millis(99));
+    let denied = send(&layer, None, None, &[]);
+    assert_eq!(denied.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        denied.retry_after.as_deref(),
+        Some("1"),
+        "1 ms left reads as 1 s, not 0"
+    );
+}
+
+#[test]
+fn a_denied_request_is_not_charged_against_the_other_limits() {
+    let burst = Limit::new(
+        "burst",
+        "claim:sub".parse().unwrap(),
+        Quota::per_second(n(2)),
+    )
+    .unwrap();
+    let daily = Limit::new(
+        "daily",
+        "claim:sub".parse().unwrap(),
+        Quota::new(n(5), Duration::from_secs(86_400)).unwrap(),
+    )
+    .unwrap();
+    let layer = RateLimitLayer::new([daily, burst]).clock(manual());
+    let ada = identity("ada", None);
+    assert_eq!(
+        send(&layer, Some(ada.clone()), None, &[]).status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&layer, Some(ada.clone()), None, &[]).status,
+        StatusCode::OK
+    );
+    let denied = send(&layer, Some(ada.clone()), None, &[]);
+    assert_eq!(denied.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(denied.limited.unwrap().limit.as_ref(), "burst");
+    // daily had 5; two admitted requests used 2; the denied one was refunded.
+    assert!(
+        denied.ratelimit[0].starts_with(r#""daily";r=2;"#),
+        "{:?}",
+        denied.ratelimit
+    );
+    assert_eq!(denied.ratelimit.len(), 2);
+}
+
+#[test]
+fn costs_tiers_and_anonymous_buckets() {
+    let limit = Limit::new(
+        "default",
+        "claim:sub".parse().unwrap(),
+        Quota::per_minute(n(10)),
+    )
+    .unwrap()
+    .tiers(
+        "plan".parse().unwrap(),
+        [("gold", Quota::per_minute(n(1000)))],
+    )
+    .unwrap();
+    let layer = RateLimitLayer::new([limit])
+        .clock(manual())
+        .cost_header(HeaderName::from_static("x-cost"));
+    let weighted = send(
+        &layer,
+        Some(identity("ada", None)),
+        None,
+        &[("x-cost", "4")],
+    );
+    assert_eq!(weighted.ratelimit, [r#""default";r=6;t=24"#]);
+    let gold = send(&layer, Some(identity("gil", Some("gold"))), None, &[]);
+    assert_eq!(gold.policy, [r#""default";q=1000;w=60"#]);
+    assert!(gold.ratelimit[0].starts_with(r#""default";r=999;"#));
+    // No identity: counted by client IP; without a peer address, one shared bucket.
+    let a = send(&layer, None, Some("203.0.113.1:5000"), &[("x-cost", "10")]);
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(
+        send(&layer, None, Some("203.0.113.1:6000"), &[]).status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        send(&layer, None, Some("203.0.113.2:5000"), &[]).status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&layer, None, None, &[("x-cost", "10")]).status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&layer, None, None, &[]).status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[test]
+fn shadow_mode_counts_and_never_rejects() {
+    let limit = Limit::new(
+        "default",
+        "global".parse().unwrap(),
+        Quota::per_minute(n(2)),
+    )
+    .unwrap();
+    let layer = RateLimitLayer::new([limit]).clock(manual()).shadow(true);
+    for _ in 0..5 {
+        assert_eq!(send(&layer, None, None, &[]).status, StatusCode::OK);
+    }
+    assert_eq!(layer.shadow_denied(), 3);
+}
+
+#[test]
+fn one_key_from_many_threads_never_over_admits() {
+    let quota = Quota::per_minute(n(600)).burst(n(50));
+    let key = Gcra::new();
+    let admitted = AtomicU64::new(0);
+    let now = NOW * 1_000_000_000;
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| {
+                for _ in 0..10_000 {
+                    if key.check(&quota, now, 1).allowed {
+                        admitted.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(
+        admitted.load(Ordering::Relaxed),
+        50,
+        "exactly the burst at one instant"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Over any sequence of arrivals, admitted units ≤ burst + elapsed / T, and a key at rest
+    /// for a full period is full again.
+    #[test]
+    fn gcra_admits_at_most_burst_plus_rate(
+        count in 1u32..1_000,
+        period_ms in 1u64..100_000,
+        burst in 1u32..100,
+        steps in proptest::collection::vec((0u64..2_000_000_000, 1u32..5), 1..200),
+    ) {
+        let Some(quota) = Quota::new(n(count), Duration::from_millis(period_ms)) else { return Ok(()) };
+        let quota = quota.burst(n(burst));
+        let key = Gcra::new();
+        let start = 1_000_000_000_000u64;
+        let mut now = start;
+        let mut admitted = 0u64;
+        for (dt, cost) in steps {
+            now += dt;
+            if key.check(&quota, now, cost).allowed {
+                admitted += u64::from(cost);
+            }
+            let bound = u64::from(burst) + (now - start) / quota.emission_interval();
+            prop_assert!(admitted <= bound, "admitted {admitted} > bound {bound}");
+        }
+        let rested = now + quota.emission_interval() * u64::from(burst);
+        prop_assert!(key.is_full(rested));
+        let (decision, _) = decide(&quota, 0, rested, burst);
+        prop_assert!(decision.allowed);
+    }
+}
