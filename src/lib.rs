@@ -57,6 +57,7 @@
 //! # Features
 //!
 //! - `axum`: the [`Authenticated`](jwt::Authenticated) extractor for axum handlers.
+//! - `redis`: `RedisStore`, rate limits shared by a fleet of replicas through Redis.
 //! - `jwks`: `RemoteJwks`, a JWKS over HTTP(S) with background refresh, and OIDC / RFC 8414
 //!   discovery (hyper-util, rustls with ring).
 //!

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use http::{HeaderMap, HeaderName, Request};
 use serde_json::Value;
 
-use super::memory::KeyBuilder;
+use super::memory::KeyParts;
 use crate::claims::ClaimPath;
 use crate::jwt::Identity;
 
@@ -189,7 +189,7 @@ impl<'a> RequestView<'a> {
 impl RateKey {
     /// Feeds this key's material into `builder`; `None` when the request has none (no identity
     /// for a claim key, no such header, no peer address). Does not allocate.
-    pub(crate) fn build(&self, view: &RequestView<'_>, builder: KeyBuilder) -> Option<KeyBuilder> {
+    pub(crate) fn build<K: KeyParts>(&self, view: &RequestView<'_>, builder: K) -> Option<K> {
         match self {
             RateKey::Claim(path) => match path.lookup(view.identity?.claims())? {
                 Value::String(s) => Some(builder.part(b"s").part(s.as_bytes())),

@@ -14,7 +14,7 @@ use tower_service::Service;
 
 use super::gcra::{Decision, Quota};
 use super::key::{RateKey, RequestView, TrustedProxies};
-use super::memory::{DEFAULT_MAX_KEYS, MemoryStore};
+use super::memory::{DEFAULT_MAX_KEYS, KeyParts, MemoryStore};
 use crate::authz::Routes;
 use crate::claims::ClaimPath;
 use crate::clock::{Clock, SystemClock};
@@ -28,6 +28,14 @@ pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 /// Quotas by claim value.
 type Tiers = Box<[(Box<str>, Quota)]>;
 
+/// Where a limit keeps its state.
+#[derive(Clone, Debug)]
+enum Backend {
+    Memory(Arc<MemoryStore>),
+    #[cfg(feature = "redis")]
+    Redis(super::redis::RedisStore),
+}
+
 /// One limit: a name, what it counts by, a quota (with tiers chosen by a claim), and a store.
 #[derive(Clone)]
 pub struct Limit {
@@ -35,7 +43,7 @@ pub struct Limit {
     key: RateKey,
     quota: Quota,
     tiers: Option<(ClaimPath, Tiers)>,
-    store: Arc<MemoryStore>,
+    backend: Backend,
     policies: Box<[HeaderValue]>,
 }
 
@@ -46,7 +54,7 @@ impl fmt::Debug for Limit {
             .field("key", &self.key.to_string())
             .field("quota", &self.quota)
             .field("tiers", &self.tiers)
-            .field("store", &self.store)
+            .field("backend", &self.backend)
             .finish()
     }
 }
@@ -72,7 +80,7 @@ impl Limit {
             key,
             quota,
             tiers: None,
-            store: Arc::new(MemoryStore::new(DEFAULT_MAX_KEYS)),
+            backend: Backend::Memory(Arc::new(MemoryStore::new(DEFAULT_MAX_KEYS))),
             policies: Box::default(),
         };
         limit.policies = limit.build_policies()?;
@@ -96,7 +104,14 @@ impl Limit {
 
     /// The most keys the in-memory store holds (default 100 000).
     pub fn max_keys(mut self, max_keys: usize) -> Self {
-        self.store = Arc::new(MemoryStore::new(max_keys));
+        self.backend = Backend::Memory(Arc::new(MemoryStore::new(max_keys)));
+        self
+    }
+
+    /// Keeps this limit's state in Redis, shared by every replica using the same store.
+    #[cfg(feature = "redis")]
+    pub fn redis(mut self, store: super::redis::RedisStore) -> Self {
+        self.backend = Backend::Redis(store);
         self
     }
 
@@ -105,9 +120,20 @@ impl Limit {
         &self.name
     }
 
-    /// The store (for monitoring: [`MemoryStore::len`]).
-    pub fn store(&self) -> &MemoryStore {
-        &self.store
+    /// The in-memory store, when the limit uses one (for monitoring: [`MemoryStore::len`]).
+    pub fn memory_store(&self) -> Option<&MemoryStore> {
+        match &self.backend {
+            Backend::Memory(store) => Some(store),
+            #[cfg(feature = "redis")]
+            Backend::Redis(_) => None,
+        }
+    }
+
+    fn quota_of_tier(&self, tier: usize) -> &Quota {
+        match (tier, &self.tiers) {
+            (0, _) | (_, None) => &self.quota,
+            (t, Some((_, tiers))) => tiers.get(t - 1).map_or(&self.quota, |(_, q)| q),
+        }
     }
 
     fn quotas(&self) -> impl Iterator<Item = &Quota> {
@@ -282,39 +308,68 @@ struct Outcome {
 }
 
 impl Config {
-    /// Decides a request: every limit in order; on a denial the earlier charges are refunded.
-    /// Returns the outcomes (the denying one last). Does not allocate for known keys.
-    fn decide<B>(
-        &self,
-        request: &Request<B>,
-        outcomes: &mut [Option<Outcome>; 4],
-    ) -> Option<Outcome> {
-        let route = self.routes.as_ref().and_then(|routes| {
-            routes
-                .resolve(request.method(), request.uri().path())
-                .ok()
-                .flatten()
-                .map(|r| r.pattern())
-        });
-        let view = RequestView::of(request, route);
-        let cost = self
-            .cost
+    fn request_cost<B>(&self, request: &Request<B>) -> u32 {
+        self.cost
             .as_ref()
             .and_then(|name| request.headers().get(name))
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u32>().ok())
             .filter(|c| *c > 0)
-            .unwrap_or(1);
-        let now = u64::try_from(self.clock.now().as_nanos()).unwrap_or(u64::MAX);
+            .unwrap_or(1)
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.clock.now().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn route<'r, B>(&'r self, request: &Request<B>) -> Option<&'r str> {
+        self.routes.as_ref().and_then(|routes| {
+            routes
+                .resolve(request.method(), request.uri().path())
+                .ok()
+                .flatten()
+                .map(|r| r.pattern())
+        })
+    }
+
+    /// Builds a limit's key with `start` (a fresh key builder of its store).
+    fn key_with<K: KeyParts>(
+        &self,
+        limit: &Limit,
+        view: &RequestView<'_>,
+        start: impl Fn() -> K,
+    ) -> K {
+        limit
+            .key
+            .build(view, start().part(b"k"))
+            .or_else(|| self.anonymous.build(view, start().part(b"a")))
+            .unwrap_or_else(|| start().part(b"anonymous"))
+    }
+
+    #[cfg(feature = "redis")]
+    fn has_remote(&self) -> bool {
+        self.limits
+            .iter()
+            .any(|l| !matches!(l.backend, Backend::Memory(_)))
+    }
+
+    /// Decides a request against in-memory limits: every limit in order; on a denial the
+    /// earlier charges are refunded. Returns the denying outcome. Does not allocate for known
+    /// keys.
+    fn decide<B>(
+        &self,
+        request: &Request<B>,
+        outcomes: &mut [Option<Outcome>; 4],
+    ) -> Option<Outcome> {
+        let view = RequestView::of(request, self.route(request));
+        let cost = self.request_cost(request);
+        let now = self.now();
         let mut charged: [Option<(usize, super::memory::KeyHash, usize)>; 8] = [None; 8];
         for (i, limit) in self.limits.iter().enumerate() {
-            let store = &limit.store;
-            let key = limit
-                .key
-                .build(&view, store.key().part(b"k"))
-                .or_else(|| self.anonymous.build(&view, store.key().part(b"a")))
-                .unwrap_or_else(|| store.key().part(b"anonymous"))
-                .finish();
+            let Some(store) = limit.memory_store() else {
+                continue;
+            };
+            let key = self.key_with(limit, &view, || store.key()).finish();
             let (tier, quota) = limit.quota_for(&view);
             let decision = store.check(key, quota, now, cost);
             let outcome = Outcome {
@@ -328,12 +383,9 @@ impl Config {
             if !decision.allowed {
                 for (j, key, tier) in charged.iter().flatten() {
                     let limit = &self.limits[*j];
-                    let quota = if *tier == 0 {
-                        &limit.quota
-                    } else {
-                        &limit.tiers.as_ref().expect("a tier").1[*tier - 1].1
-                    };
-                    limit.store.refund(*key, quota, now, cost);
+                    if let Some(store) = limit.memory_store() {
+                        store.refund(*key, limit.quota_of_tier(*tier), now, cost);
+                    }
                 }
                 return Some(outcome);
             }
@@ -342,6 +394,26 @@ impl Config {
             }
         }
         None
+    }
+
+    /// The 429 for a denial, or `None` in shadow mode (which counts it).
+    fn rejection<B: Default>(&self, denied: Option<Outcome>) -> Option<Response<B>> {
+        let outcome = denied?;
+        if self.shadow {
+            self.shadow_denied.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let retry_after = outcome.decision.retry_after_secs();
+        let mut response = Response::new(B::default());
+        *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(retry_after));
+        response.extensions_mut().insert(RateLimited {
+            limit: self.limits[outcome.limit].name.clone(),
+            retry_after,
+        });
+        Some(response)
     }
 
     fn rate_limit_value(&self, outcome: &Outcome) -> Option<HeaderValue> {
@@ -394,55 +466,228 @@ impl<S: fmt::Debug> fmt::Debug for RateLimit<S> {
     }
 }
 
+/// The outcome of the checks of a request with shared-store limits: the outcomes and the
+/// denying one, or `None` when a store failed closed.
+type Checked = Option<([Option<Outcome>; 4], Option<Outcome>)>;
+
 pin_project! {
-    /// The response future of [`RateLimit`]: the inner service's, with the rate-limit headers
-    /// added, or the 429.
-    pub struct ResponseFuture<F, B> {
+    /// The response future of [`RateLimit`]: the checks (only with a shared store), then the
+    /// inner service's response with the rate-limit headers added, or the 429 (or 503).
+    pub struct ResponseFuture<S, ReqBody, ResBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
         #[pin]
-        inner: Option<F>,
-        rejected: Option<Response<B>>,
+        state: State<S, ReqBody, ResBody>,
         config: Arc<Config>,
         outcomes: [Option<Outcome>; 4],
     }
 }
 
-impl<F, B> fmt::Debug for ResponseFuture<F, B> {
+pin_project! {
+    #[project = StateProj]
+    enum State<S, ReqBody, ResBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        Checking {
+            check: Pin<Box<dyn Future<Output = Checked> + Send>>,
+            request: Option<Request<ReqBody>>,
+            inner: Option<S>,
+        },
+        Inner { #[pin] future: S::Future },
+        Done { response: Option<Response<ResBody>> },
+    }
+}
+
+impl<S, ReqBody, ResBody> fmt::Debug for ResponseFuture<S, ReqBody, ResBody>
+where
+    S: Service<Request<ReqBody>>,
+{
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
 }
 
-impl<F, B, E> Future for ResponseFuture<F, B>
+impl<S, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody, ResBody>
 where
-    F: Future<Output = Result<Response<B>, E>>,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Default,
 {
-    type Output = Result<Response<B>, E>;
+    type Output = Result<Response<ResBody>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let mut response = match this.inner.as_pin_mut() {
-            Some(inner) => match inner.poll(cx) {
-                Poll::Ready(Ok(response)) => response,
-                other => return other,
-            },
-            None => this.rejected.take().expect("polled after completion"),
-        };
-        if this.config.headers {
-            this.config
-                .add_headers(response.headers_mut(), this.outcomes);
+        let mut this = self.project();
+        loop {
+            let mut response = match this.state.as_mut().project() {
+                StateProj::Checking {
+                    check,
+                    request,
+                    inner,
+                } => {
+                    let Poll::Ready(checked) = check.as_mut().poll(cx) else {
+                        return Poll::Pending;
+                    };
+                    let next = match checked {
+                        None => {
+                            let mut unavailable = Response::new(ResBody::default());
+                            *unavailable.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                            State::Done {
+                                response: Some(unavailable),
+                            }
+                        }
+                        Some((outcomes, denied)) => {
+                            *this.outcomes = outcomes;
+                            match this.config.rejection(denied) {
+                                Some(response) => State::Done {
+                                    response: Some(response),
+                                },
+                                None => {
+                                    let (Some(mut inner), Some(request)) =
+                                        (inner.take(), request.take())
+                                    else {
+                                        panic!("polled after completion");
+                                    };
+                                    State::Inner {
+                                        future: inner.call(request),
+                                    }
+                                }
+                            }
+                        }
+                    };
+                    this.state.set(next);
+                    continue;
+                }
+                StateProj::Inner { future } => match future.poll(cx) {
+                    Poll::Ready(Ok(response)) => response,
+                    Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                    Poll::Pending => return Poll::Pending,
+                },
+                StateProj::Done { response } => response.take().expect("polled after completion"),
+            };
+            if this.config.headers {
+                this.config
+                    .add_headers(response.headers_mut(), this.outcomes);
+            }
+            return Poll::Ready(Ok(response));
         }
-        Poll::Ready(Ok(response))
+    }
+}
+
+#[cfg(feature = "redis")]
+enum PlannedKey {
+    Memory(super::memory::KeyHash),
+    Redis(String),
+}
+
+#[cfg(feature = "redis")]
+impl Config {
+    /// The checks of a request with shared-store limits, as a future that owns what it needs.
+    fn remote_check<B>(
+        self: &Arc<Self>,
+        request: &Request<B>,
+    ) -> Pin<Box<dyn Future<Output = Checked> + Send>> {
+        let view = RequestView::of(request, self.route(request));
+        let cost = self.request_cost(request);
+        let now = self.now();
+        let plan: Vec<(usize, usize, PlannedKey)> = self
+            .limits
+            .iter()
+            .enumerate()
+            .map(|(i, limit)| {
+                let (tier, _) = limit.quota_for(&view);
+                let key = match &limit.backend {
+                    Backend::Memory(store) => {
+                        PlannedKey::Memory(self.key_with(limit, &view, || store.key()).finish())
+                    }
+                    Backend::Redis(_) => PlannedKey::Redis(
+                        self.key_with(limit, &view, super::redis::DigestKey::new)
+                            .finish(&limit.name),
+                    ),
+                };
+                (i, tier, key)
+            })
+            .collect();
+        let config = Arc::clone(self);
+        Box::pin(async move {
+            let mut outcomes = [None; 4];
+            let mut charged: Vec<usize> = Vec::new();
+            for (n, (i, tier, key)) in plan.iter().enumerate() {
+                let limit = &config.limits[*i];
+                let quota = limit.quota_of_tier(*tier);
+                let decision = match (&limit.backend, key) {
+                    (Backend::Memory(store), PlannedKey::Memory(key)) => {
+                        store.check(*key, quota, now, cost)
+                    }
+                    (Backend::Redis(store), PlannedKey::Redis(key)) => {
+                        match store.check(key, quota, cost).await {
+                            Ok(decision) => decision,
+                            Err(error) => {
+                                let fail_open =
+                                    store.failure_policy() == super::redis::OnStoreError::FailOpen;
+                                tracing::warn!(target: "portcullis::rate_limit", limit = %limit.name,
+                                error = %error, fail_open, "rate-limit store unavailable");
+                                if !fail_open {
+                                    config.refund(&plan, &charged, now, cost).await;
+                                    return None;
+                                }
+                                continue;
+                            }
+                        }
+                    }
+                    _ => continue,
+                };
+                let outcome = Outcome {
+                    limit: *i,
+                    tier: *tier,
+                    decision,
+                };
+                if let Some(slot) = outcomes.get_mut(*i) {
+                    *slot = Some(outcome);
+                }
+                if !decision.allowed {
+                    config.refund(&plan, &charged, now, cost).await;
+                    return Some((outcomes, Some(outcome)));
+                }
+                charged.push(n);
+            }
+            Some((outcomes, None))
+        })
+    }
+
+    async fn refund(
+        &self,
+        plan: &[(usize, usize, PlannedKey)],
+        charged: &[usize],
+        now: u64,
+        cost: u32,
+    ) {
+        for n in charged {
+            let (i, tier, key) = &plan[*n];
+            let limit = &self.limits[*i];
+            let quota = limit.quota_of_tier(*tier);
+            match (&limit.backend, key) {
+                (Backend::Memory(store), PlannedKey::Memory(key)) => {
+                    store.refund(*key, quota, now, cost)
+                }
+                (Backend::Redis(store), PlannedKey::Redis(key)) => {
+                    // A refund that fails leaves the charge: it errs on the strict side.
+                    let _ = store.refund(key, quota, cost).await;
+                }
+                _ => {}
+            }
+        }
     }
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     ResBody: Default,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResBody>;
+    type Future = ResponseFuture<S, ReqBody, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -450,36 +695,34 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let config = Arc::clone(&self.config);
+        #[cfg(feature = "redis")]
+        if config.has_remote() {
+            let check = config.remote_check(&request);
+            // The instance that was polled ready goes into the future; a clone stays here.
+            let clone = self.inner.clone();
+            let inner = std::mem::replace(&mut self.inner, clone);
+            return ResponseFuture {
+                state: State::Checking {
+                    check,
+                    request: Some(request),
+                    inner: Some(inner),
+                },
+                config,
+                outcomes: [None; 4],
+            };
+        }
         let mut outcomes = [None; 4];
         let denied = config.decide(&request, &mut outcomes);
-        let rejected = match denied {
-            Some(outcome) if config.shadow => {
-                config.shadow_denied.fetch_add(1, Ordering::Relaxed);
-                let _ = outcome;
-                None
-            }
-            Some(outcome) => {
-                let retry_after = outcome.decision.retry_after_secs();
-                let mut response = Response::new(ResBody::default());
-                *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-                response
-                    .headers_mut()
-                    .insert(RETRY_AFTER, HeaderValue::from(retry_after));
-                response.extensions_mut().insert(RateLimited {
-                    limit: config.limits[outcome.limit].name.clone(),
-                    retry_after,
-                });
-                Some(response)
-            }
-            None => None,
-        };
-        let inner = match rejected {
-            Some(_) => None,
-            None => Some(self.inner.call(request)),
+        let state = match config.rejection(denied) {
+            Some(response) => State::Done {
+                response: Some(response),
+            },
+            None => State::Inner {
+                future: self.inner.call(request),
+            },
         };
         ResponseFuture {
-            inner,
-            rejected,
+            state,
             config,
             outcomes,
         }

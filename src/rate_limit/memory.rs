@@ -44,6 +44,19 @@ impl fmt::Debug for KeyBuilder {
     }
 }
 
+/// Something key material is fed into, part by part: the in-memory store's keyed hash, or a
+/// digest for a shared store.
+pub trait KeyParts: Sized {
+    /// Adds one part.
+    fn part(self, bytes: &[u8]) -> Self;
+}
+
+impl KeyParts for KeyBuilder {
+    fn part(self, bytes: &[u8]) -> Self {
+        KeyBuilder::part(self, bytes)
+    }
+}
+
 impl KeyBuilder {
     /// Adds one part.
     pub fn part(mut self, bytes: &[u8]) -> Self {

@@ -27,10 +27,14 @@ pub mod gcra;
 mod key;
 mod layer;
 pub mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 
 pub use gcra::{Decision, Quota};
 pub use key::{IpNet, PeerAddr, RateKey, TrustedProxies, client_ip};
 pub use layer::{
     Limit, RATELIMIT, RATELIMIT_POLICY, RateLimit, RateLimitLayer, RateLimited, ResponseFuture,
 };
-pub use memory::MemoryStore;
+pub use memory::{KeyParts, MemoryStore};
+#[cfg(feature = "redis")]
+pub use redis::{OnStoreError, RedisStore, StoreError};
