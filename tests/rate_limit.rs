@@ -313,3 +313,34 @@ proptest! {
         prop_assert!(decision.allowed);
     }
 }
+
+#[test]
+fn refunds_reach_every_earlier_limit_however_many() {
+    let mut limits: Vec<Limit> = (0..9)
+        .map(|i| {
+            Limit::new(
+                &format!("l{i}"),
+                "global".parse().unwrap(),
+                Quota::per_minute(n(10)),
+            )
+            .unwrap()
+        })
+        .collect();
+    limits.push(Limit::new("tight", "global".parse().unwrap(), Quota::per_minute(n(1))).unwrap());
+    let layer = RateLimitLayer::new(limits).clock(manual());
+    assert_eq!(send(&layer, None, None, &[]).status, StatusCode::OK);
+    let mut last = None;
+    for _ in 0..5 {
+        let sent = send(&layer, None, None, &[]);
+        assert_eq!(sent.status, StatusCode::TOO_MANY_REQUESTS);
+        last = Some(sent);
+    }
+    // l0 holds one real charge; each denied request's charge was taken back (else r would be 3).
+    let last = last.unwrap();
+    assert!(
+        last.ratelimit[0].starts_with(r#""l0";r=8;"#),
+        "{:?}",
+        last.ratelimit
+    );
+    assert_eq!(last.limited.unwrap().limit.as_ref(), "tight");
+}

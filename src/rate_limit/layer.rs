@@ -299,6 +299,9 @@ impl RateLimitLayer {
     }
 }
 
+/// How many limits the `RateLimit` headers report (the first ones configured).
+const REPORTED: usize = 8;
+
 /// One limit's outcome for a request.
 #[derive(Clone, Copy)]
 struct Outcome {
@@ -359,12 +362,11 @@ impl Config {
     fn decide<B>(
         &self,
         request: &Request<B>,
-        outcomes: &mut [Option<Outcome>; 4],
+        outcomes: &mut [Option<Outcome>; REPORTED],
     ) -> Option<Outcome> {
         let view = RequestView::of(request, self.route(request));
         let cost = self.request_cost(request);
         let now = self.now();
-        let mut charged: [Option<(usize, super::memory::KeyHash, usize)>; 8] = [None; 8];
         for (i, limit) in self.limits.iter().enumerate() {
             let Some(store) = limit.memory_store() else {
                 continue;
@@ -381,16 +383,16 @@ impl Config {
                 *slot = Some(outcome);
             }
             if !decision.allowed {
-                for (j, key, tier) in charged.iter().flatten() {
-                    let limit = &self.limits[*j];
-                    if let Some(store) = limit.memory_store() {
-                        store.refund(*key, limit.quota_of_tier(*tier), now, cost);
+                // Every earlier limit admitted, so each was charged: take those charges back.
+                // Keys are recomputed (a hash, no allocation) on this, the denial path.
+                for earlier in &self.limits[..i] {
+                    if let Some(store) = earlier.memory_store() {
+                        let key = self.key_with(earlier, &view, || store.key()).finish();
+                        let (_, quota) = earlier.quota_for(&view);
+                        store.refund(key, quota, now, cost);
                     }
                 }
                 return Some(outcome);
-            }
-            if let Some(slot) = charged.get_mut(i) {
-                *slot = Some((i, key, tier));
             }
         }
         None
@@ -427,7 +429,7 @@ impl Config {
         HeaderValue::try_from(value).ok()
     }
 
-    fn add_headers(&self, headers: &mut http::HeaderMap, outcomes: &[Option<Outcome>; 4]) {
+    fn add_headers(&self, headers: &mut http::HeaderMap, outcomes: &[Option<Outcome>; REPORTED]) {
         for outcome in outcomes.iter().flatten() {
             let limit = &self.limits[outcome.limit];
             if let Some(policy) = limit.policies.get(outcome.tier) {
@@ -468,7 +470,7 @@ impl<S: fmt::Debug> fmt::Debug for RateLimit<S> {
 
 /// The outcome of the checks of a request with shared-store limits: the outcomes and the
 /// denying one, or `None` when a store failed closed.
-type Checked = Option<([Option<Outcome>; 4], Option<Outcome>)>;
+type Checked = Option<([Option<Outcome>; REPORTED], Option<Outcome>)>;
 
 pin_project! {
     /// The response future of [`RateLimit`]: the checks (only with a shared store), then the
@@ -480,7 +482,7 @@ pin_project! {
         #[pin]
         state: State<S, ReqBody, ResBody>,
         config: Arc<Config>,
-        outcomes: [Option<Outcome>; 4],
+        outcomes: [Option<Outcome>; REPORTED],
     }
 }
 
@@ -610,7 +612,7 @@ impl Config {
             .collect();
         let config = Arc::clone(self);
         Box::pin(async move {
-            let mut outcomes = [None; 4];
+            let mut outcomes = [None; REPORTED];
             let mut charged: Vec<usize> = Vec::new();
             for (n, (i, tier, key)) in plan.iter().enumerate() {
                 let limit = &config.limits[*i];
@@ -708,10 +710,10 @@ where
                     inner: Some(inner),
                 },
                 config,
-                outcomes: [None; 4],
+                outcomes: [None; REPORTED],
             };
         }
-        let mut outcomes = [None; 4];
+        let mut outcomes = [None; REPORTED];
         let denied = config.decide(&request, &mut outcomes);
         let state = match config.rejection(denied) {
             Some(response) => State::Done {
