@@ -344,3 +344,31 @@ fn refunds_reach_every_earlier_limit_however_many() {
     );
     assert_eq!(last.limited.unwrap().limit.as_ref(), "tight");
 }
+
+#[test]
+fn spellings_of_one_path_share_a_route_bucket() {
+    let limit = Limit::new(
+        "per-path",
+        "route".parse().unwrap(),
+        Quota::per_minute(n(2)),
+    )
+    .unwrap();
+    let layer = RateLimitLayer::new([limit]).clock(manual());
+    let status = |uri: &str| {
+        let service = layer.layer(service_fn(|_: Request<String>| async {
+            Ok::<_, Infallible>(Response::new(String::new()))
+        }));
+        let request = Request::builder().uri(uri).body(String::new()).unwrap();
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(service.oneshot(request))
+            .unwrap()
+            .status()
+    };
+    assert_eq!(status("/orders"), StatusCode::OK);
+    assert_eq!(status("//orders/"), StatusCode::OK);
+    assert_eq!(status("/%6Frders"), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(status("/x/../orders"), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(status("/other"), StatusCode::OK);
+}

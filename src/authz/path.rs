@@ -165,6 +165,25 @@ impl<'p> NormalizedPath<'p> {
         self.canonical
     }
 
+    /// Calls `f` with the percent-decoded bytes of each segment, in chunks of at most 256 bytes
+    /// (a segment boundary always starts a new chunk). Spellings of one path that normalise
+    /// alike give the same calls. Does not allocate.
+    pub fn for_each_decoded(&self, mut f: impl FnMut(&[u8])) {
+        let mut buffer = [0u8; 256];
+        for segment in self.segments() {
+            let mut len = 0;
+            for b in decoded(segment) {
+                if len == buffer.len() {
+                    f(&buffer);
+                    len = 0;
+                }
+                buffer[len] = b;
+                len += 1;
+            }
+            f(&buffer[..len]);
+        }
+    }
+
     /// The normalised path as a string (raw segments joined, with a trailing slash when the
     /// request had one). Allocates; the layers call it only when the path was not canonical.
     pub fn to_path(&self) -> String {
@@ -350,6 +369,28 @@ mod tests {
         assert!(NormalizedPath::new("/a/b/").unwrap().is_canonical());
         assert!(!NormalizedPath::new("/a//b").unwrap().is_canonical());
         assert!(!NormalizedPath::new("/a/./b").unwrap().is_canonical());
+    }
+
+    #[test]
+    fn decoded_segments_are_the_same_for_every_spelling() {
+        let collect = |path: &str| {
+            let mut out = Vec::new();
+            NormalizedPath::new(path)
+                .unwrap()
+                .for_each_decoded(|chunk| out.push(chunk.to_vec()));
+            out
+        };
+        let want = collect("/orders/42");
+        for spelling in [
+            "//orders/42",
+            "/%6Frders/42/",
+            "/x/../orders/./42",
+            "/%6frders/%34%32",
+        ] {
+            assert_eq!(collect(spelling), want, "{spelling}");
+        }
+        assert_ne!(collect("/orders/4/2"), want);
+        assert_eq!(collect(&format!("/{}", "a".repeat(300))).len(), 2);
     }
 
     #[test]

@@ -105,7 +105,8 @@ pub enum RateKey {
     Ip(TrustedProxies),
     /// A request header's value (the first, when repeated).
     Header(HeaderName),
-    /// The matched route (its pattern), or the path when no routes are configured.
+    /// The matched route (its pattern), or, when no routes are configured, the normalised and
+    /// percent-decoded path (every spelling of one path counts as one).
     Route,
     /// Several keys together (route + subject).
     Composite(Box<[RateKey]>),
@@ -211,7 +212,21 @@ impl RateKey {
                 })
             }
             RateKey::Header(name) => Some(builder.part(view.headers.get(name)?.as_bytes())),
-            RateKey::Route => Some(builder.part(view.route.unwrap_or(view.path).as_bytes())),
+            RateKey::Route => match (
+                view.route,
+                crate::authz::path::NormalizedPath::new(view.path),
+            ) {
+                (Some(pattern), _) => Some(builder.part(b"r").part(pattern.as_bytes())),
+                // No routes: the normalised, decoded path, so `//orders` or `/%6Frders` is not a
+                // fresh bucket for `/orders`.
+                (None, Ok(path)) => {
+                    let mut builder = Some(builder.part(b"p"));
+                    path.for_each_decoded(|chunk| builder = builder.take().map(|b| b.part(chunk)));
+                    builder
+                }
+                // A path normalisation refuses: all such requests share one bucket.
+                (None, Err(_)) => Some(builder.part(b"x")),
+            },
             RateKey::Composite(parts) => parts
                 .iter()
                 .try_fold(builder, |b, part| part.build(view, b)),

@@ -268,7 +268,7 @@ impl RateLimitLayer {
         self
     }
 
-    /// Shadow mode: count and report denials (a `tracing`-free counter,
+    /// Shadow mode: count denials (read them with
     /// [`RateLimitLayer::shadow_denied`]), never reject.
     pub fn shadow(mut self, shadow: bool) -> Self {
         self.config_mut().shadow = shadow;

@@ -37,6 +37,9 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Result<JoseHeader, JwsError> {
 
 struct HeaderVisitor;
 
+/// The most header members beyond the ones the crate acts on.
+const MAX_EXTRA_HEADER_MEMBERS: usize = 16;
+
 /// The header parameters that change how a token is read, each refused or checked.
 const KNOWN: [&str; 12] = [
     "alg", "kid", "typ", "cty", "crit", "b64", "jwk", "jku", "x5u", "x5c", "enc", "zip",
@@ -66,6 +69,11 @@ impl<'de> Visitor<'de> for HeaderVisitor {
                     values[i] = Some(map.next_value_seed(value_seed)?);
                 }
                 None => {
+                    // Real JOSE headers have a handful of members; the cap keeps this duplicate
+                    // check (and an uncached token's cost) small whatever the client sends.
+                    if others.len() >= MAX_EXTRA_HEADER_MEMBERS {
+                        return Err(de::Error::custom("too many header members"));
+                    }
                     if others.iter().any(|o| *o == key) {
                         return Err(de::Error::custom("duplicate key"));
                     }
@@ -231,6 +239,15 @@ mod tests {
     fn accepts_plain_objects() {
         let map = parse_object(br#"{"a":1,"b":{"c":[1,2,{"d":null}]},"e":1.5}"#).unwrap();
         assert_eq!(map["b"]["c"][2]["d"], Value::Null);
+    }
+
+    #[test]
+    fn headers_with_many_members_are_refused() {
+        let members: Vec<String> = (0..17).map(|i| format!("\"x{i}\":1")).collect();
+        let header = format!("{{\"alg\":\"RS256\",{}}}", members.join(","));
+        assert_eq!(parse_header(header.as_bytes()), Err(JwsError::Json));
+        let header = format!("{{\"alg\":\"RS256\",{}}}", members[..16].join(","));
+        assert!(parse_header(header.as_bytes()).is_ok());
     }
 
     #[test]
