@@ -176,3 +176,53 @@ pub fn validate(data: &[u8]) {
         assert_eq!(identity.issuer(), ISSUER);
     }
 }
+
+/// Client-IP extraction over arbitrary `X-Forwarded-For` / `Forwarded` values (one per line):
+/// with no trusted proxies or an untrusted peer the answer is the peer; trusting every network
+/// walks exactly as far as trusting every hop by count.
+pub fn client_ip(data: &[u8]) {
+    use crate::rate_limit::{ClientIp, ForwardedHeader, IpNet, TrustedProxies, client_ip};
+    use std::net::IpAddr;
+    // At most 200 bytes: under 255 entries, so Count(255) reaches every one.
+    let Some((&which, rest)) = data
+        .get(..data.len().min(200))
+        .and_then(<[u8]>::split_first)
+    else {
+        return;
+    };
+    let header = if which & 1 == 0 {
+        ForwardedHeader::XForwardedFor
+    } else {
+        ForwardedHeader::Forwarded
+    };
+    let name = match header {
+        ForwardedHeader::XForwardedFor => "x-forwarded-for",
+        _ => "forwarded",
+    };
+    let mut headers = http::HeaderMap::new();
+    for line in rest.split(|b| *b == b'\n') {
+        if let Ok(value) = http::HeaderValue::from_bytes(line) {
+            headers.append(name, value);
+        }
+    }
+    let peer: IpAddr = "10.0.0.1".parse().unwrap_or(IpAddr::from([10, 0, 0, 1]));
+    let outsider: IpAddr = IpAddr::from([198, 51, 100, 1]);
+    let by = |trusted: TrustedProxies, peer: IpAddr| {
+        client_ip(&headers, peer, &ClientIp::trusting(trusted).header(header))
+    };
+    assert_eq!(by(TrustedProxies::None, peer), peer);
+    assert_eq!(by(TrustedProxies::Count(0), peer), peer);
+    let all: Box<[IpNet]> = ["0.0.0.0/0", "::/0"]
+        .iter()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    assert_eq!(
+        by(TrustedProxies::Networks(all), peer),
+        by(TrustedProxies::Count(255), peer)
+    );
+    let private: Box<[IpNet]> = ["10.0.0.0/8"]
+        .iter()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    assert_eq!(by(TrustedProxies::Networks(private), outsider), outsider);
+}

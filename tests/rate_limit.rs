@@ -372,3 +372,71 @@ fn spellings_of_one_path_share_a_route_bucket() {
     assert_eq!(status("/x/../orders"), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(status("/other"), StatusCode::OK);
 }
+
+#[test]
+fn forwarded_client_ip_through_the_layer() {
+    use portcullis::rate_limit::{ClientIp, ForwardedHeader, TrustedProxies};
+    let key = portcullis::rate_limit::RateKey::Ip(
+        ClientIp::trusting(TrustedProxies::Networks(
+            vec!["10.0.0.0/8".parse().unwrap()].into(),
+        ))
+        .header(ForwardedHeader::Forwarded),
+    );
+    let limit = Limit::new("ip", key, Quota::per_minute(n(60)).burst(n(1))).unwrap();
+    let layer = RateLimitLayer::new([limit]).clock(manual());
+    let lb = Some("10.0.0.2:443");
+    // Two clients behind the load balancer have a bucket each, however they spoof.
+    let ada = [("forwarded", "for=203.0.113.7")];
+    let bob = [("forwarded", "for=6.6.6.6, for=198.51.100.4")];
+    assert_eq!(send(&layer, None, lb, &ada).status, StatusCode::OK);
+    assert_eq!(send(&layer, None, lb, &bob).status, StatusCode::OK);
+    assert_eq!(
+        send(&layer, None, lb, &ada).status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Bob's spoofed leftmost entry is not his key: 198.51.100.4 is.
+    let bob_again = [("forwarded", "for=1.2.3.4, for=198.51.100.4")];
+    assert_eq!(
+        send(&layer, None, lb, &bob_again).status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // X-Forwarded-For is not read: the load balancer's own address is the key.
+    let xff = [("x-forwarded-for", "192.0.2.1")];
+    assert_eq!(send(&layer, None, lb, &xff).status, StatusCode::OK);
+    assert_eq!(
+        send(&layer, None, lb, &xff).status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+/// axum's `ConnectInfo<SocketAddr>` is the peer address, over a real socket.
+#[cfg(feature = "axum")]
+#[tokio::test]
+async fn axum_connect_info_is_the_peer() {
+    let limit = Limit::new(
+        "ip",
+        "ip".parse().unwrap(),
+        Quota::per_minute(n(60)).burst(n(1)),
+    )
+    .unwrap();
+    let app = axum::Router::new()
+        .route("/", axum::routing::get(|| async { "ok" }))
+        // Without a peer address a request would fall to this anonymous key: a bucket per
+        // x-bucket value, so two requests with two values would both pass.
+        .layer(RateLimitLayer::new([limit]).anonymous("header:x-bucket".parse().unwrap()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    let (first, _, _) = http_get(addr, "/", &[("x-bucket", "a")]).await;
+    let (second, _, _) = http_get(addr, "/", &[("x-bucket", "b")]).await;
+    assert_eq!(first, StatusCode::OK);
+    // One bucket for the one peer, whatever x-bucket says.
+    assert_eq!(second, StatusCode::TOO_MANY_REQUESTS);
+}

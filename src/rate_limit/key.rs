@@ -12,8 +12,9 @@ use crate::claims::ClaimPath;
 use crate::jwt::Identity;
 
 /// The peer address of a connection, for the request's extensions (a plain `SocketAddr` there is
-/// read too). The server that accepts connections puts it in; without it, IP keys fall back to
-/// the anonymous bucket.
+/// read too, and with the `axum` feature axum's `ConnectInfo<SocketAddr>`, which
+/// `into_make_service_with_connect_info::<SocketAddr>()` puts in). The server that accepts
+/// connections puts it in; without it, IP keys fall back to the anonymous bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerAddr(pub SocketAddr);
 
@@ -80,7 +81,7 @@ impl FromStr for IpNet {
     }
 }
 
-/// Which proxies' `X-Forwarded-For` entries to believe.
+/// Which proxies' forwarding entries to believe.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TrustedProxies {
@@ -88,11 +89,82 @@ pub enum TrustedProxies {
     #[default]
     None,
     /// This many proxies in front, each appending the address it saw: the client is that many
-    /// entries from the right of `X-Forwarded-For` + peer.
+    /// entries from the right of the forwarding header + peer.
     Count(u8),
     /// Proxies in these networks: walking from the peer leftwards, the first address outside
     /// them is the client.
     Networks(Box<[IpNet]>),
+}
+
+/// The header the trusted proxies append the address they saw to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: 203.0.113.7, 10.0.0.2` (the default; what most load balancers write).
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=203.0.113.7;proto=https, for="[2001:db8::1]:4711"` (the `for`
+    /// parameter of each element; `unknown` and obfuscated identifiers end the walk).
+    Forwarded,
+}
+
+/// How to find a request's client address: which proxies to trust, and which header they
+/// write. Only one header is read: a proxy that sets `X-Forwarded-For` does not clean a
+/// client's `Forwarded`, so reading both would let the client choose.
+///
+/// ```
+/// use portcullis::rate_limit::{ClientIp, ForwardedHeader, TrustedProxies, client_ip};
+///
+/// let mut headers = http::HeaderMap::new();
+/// headers.insert("forwarded", "for=6.6.6.6, for=203.0.113.7;proto=https".parse().unwrap());
+/// let peer = "10.0.0.2".parse().unwrap();
+///
+/// let behind_one = ClientIp::trusting(TrustedProxies::Count(1)).header(ForwardedHeader::Forwarded);
+/// assert_eq!(client_ip(&headers, peer, &behind_one), "203.0.113.7".parse::<std::net::IpAddr>().unwrap());
+/// // The peer alone (the default): no header is believed.
+/// assert_eq!(client_ip(&headers, peer, &ClientIp::peer()), peer);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientIp {
+    trusted: TrustedProxies,
+    header: ForwardedHeader,
+}
+
+impl ClientIp {
+    /// The connection's peer; no header is believed.
+    pub fn peer() -> Self {
+        Self::default()
+    }
+
+    /// Believes `trusted` proxies' entries in `X-Forwarded-For` (see [`ClientIp::header`]).
+    pub fn trusting(trusted: TrustedProxies) -> Self {
+        Self {
+            trusted,
+            header: ForwardedHeader::XForwardedFor,
+        }
+    }
+
+    /// Reads the proxies' entries from this header instead.
+    pub fn header(mut self, header: ForwardedHeader) -> Self {
+        self.header = header;
+        self
+    }
+
+    /// The proxies believed.
+    pub fn trusted(&self) -> &TrustedProxies {
+        &self.trusted
+    }
+
+    /// The header read.
+    pub fn forwarded_header(&self) -> ForwardedHeader {
+        self.header
+    }
+}
+
+impl From<TrustedProxies> for ClientIp {
+    fn from(trusted: TrustedProxies) -> Self {
+        Self::trusting(trusted)
+    }
 }
 
 /// What a limit counts requests by.
@@ -101,8 +173,8 @@ pub enum TrustedProxies {
 pub enum RateKey {
     /// A claim of the verified identity (`claim:sub`, `claim:org.id`).
     Claim(ClaimPath),
-    /// The client IP, per [`TrustedProxies`].
-    Ip(TrustedProxies),
+    /// The client IP, per [`ClientIp`].
+    Ip(ClientIp),
     /// A request header's value (the first, when repeated).
     Header(HeaderName),
     /// The matched route (its pattern), or, when no routes are configured, the normalised and
@@ -149,7 +221,7 @@ impl FromStr for RateKey {
             Some(("header", name)) => HeaderName::from_bytes(name.as_bytes())
                 .map(RateKey::Header)
                 .map_err(|_| format!("{name:?} is not a header name")),
-            None if s == "ip" => Ok(RateKey::Ip(TrustedProxies::None)),
+            None if s == "ip" => Ok(RateKey::Ip(ClientIp::peer())),
             None if s == "route" => Ok(RateKey::Route),
             None if s == "global" => Ok(RateKey::Global),
             _ => Err(format!(
@@ -175,6 +247,12 @@ impl<'a> RequestView<'a> {
             .get::<PeerAddr>()
             .map(|p| p.0.ip())
             .or_else(|| extensions.get::<SocketAddr>().map(SocketAddr::ip));
+        #[cfg(feature = "axum")]
+        let peer = peer.or_else(|| {
+            extensions
+                .get::<axum::extract::ConnectInfo<SocketAddr>>()
+                .map(|info| info.0.ip())
+        });
         Self {
             headers: request.headers(),
             peer,
@@ -235,16 +313,40 @@ impl RateKey {
     }
 }
 
-/// The client address: the peer, or the entry of `X-Forwarded-For` the trusted proxies vouch
-/// for. Never the leftmost entry on the client's say-so. Does not allocate.
-pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &TrustedProxies) -> IpAddr {
-    // Entries from the right: the peer first, then X-Forwarded-For right to left.
-    let forwarded = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .rev()
-        .flat_map(|value| value.to_str().unwrap_or("").rsplit(','))
-        .map(|entry| entry.trim().parse::<IpAddr>().ok());
+/// The client address: the peer, or the entry of the forwarding header the trusted proxies
+/// vouch for. Never the leftmost entry on the client's say-so. Does not allocate.
+pub fn client_ip(headers: &HeaderMap, peer: IpAddr, config: &ClientIp) -> IpAddr {
+    match config.header {
+        ForwardedHeader::XForwardedFor => walk(
+            peer,
+            &config.trusted,
+            headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .rev()
+                .flat_map(|value| value.to_str().unwrap_or("").rsplit(','))
+                .map(|entry| entry.trim().parse::<IpAddr>().ok()),
+        ),
+        ForwardedHeader::Forwarded => walk(
+            peer,
+            &config.trusted,
+            headers
+                .get_all(http::header::FORWARDED)
+                .iter()
+                .rev()
+                .flat_map(|value| value.to_str().unwrap_or("").rsplit(','))
+                .map(forwarded_for),
+        ),
+    }
+}
+
+/// Walks the hops from the right (the peer first, then the header's entries right to left;
+/// `None` for an entry that names no address).
+fn walk(
+    peer: IpAddr,
+    trusted: &TrustedProxies,
+    forwarded: impl Iterator<Item = Option<IpAddr>>,
+) -> IpAddr {
     match trusted {
         TrustedProxies::None => peer,
         TrustedProxies::Count(count) => {
@@ -280,6 +382,61 @@ pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &TrustedProxies) ->
     }
 }
 
+/// The address in one RFC 7239 `forwarded-element`'s `for` parameter: `for=192.0.2.60`,
+/// `for="192.0.2.60:4711"`, `for="[2001:db8::17]"`, `for="[2001:db8::17]:4711"`. `None` for
+/// `unknown`, an obfuscated node (`_hidden`), a missing `for`, or anything malformed — the walk
+/// then stops at the last address a trusted hop vouched for. (An element whose quoted strings
+/// hold a comma is split there, and so ends the walk too: no node value contains one.)
+fn forwarded_for(element: &str) -> Option<IpAddr> {
+    let mut found = None;
+    for pair in element.split(';') {
+        let (name, value) = pair.trim().split_once('=')?;
+        if !name.eq_ignore_ascii_case("for") {
+            continue;
+        }
+        if found.is_some() {
+            // Two `for` parameters in one element: which one would a proxy mean?
+            return None;
+        }
+        let node = match value.strip_prefix('"') {
+            Some(quoted) => quoted.strip_suffix('"')?,
+            None => value,
+        };
+        let ip = match node.strip_prefix('[') {
+            Some(v6) => {
+                let (addr, port) = v6.split_once(']')?;
+                if !(port.is_empty() || valid_port(port.strip_prefix(':')?)) {
+                    return None;
+                }
+                IpAddr::V6(addr.parse().ok()?)
+            }
+            None => {
+                let (addr, port) = node.split_once(':').unwrap_or((node, ""));
+                if !port.is_empty() && !valid_port(port) {
+                    return None;
+                }
+                // An unquoted value with a port is not a token: malformed, as is a bare IPv6.
+                if !port.is_empty() && !value.starts_with('"') {
+                    return None;
+                }
+                IpAddr::V4(addr.parse().ok()?)
+            }
+        };
+        found = Some(ip);
+    }
+    found
+}
+
+/// An RFC 7239 `node-port`: a port number or an obfuscated port (`_abc`).
+fn valid_port(port: &str) -> bool {
+    (port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok())
+        || (port.len() > 1
+            && port.starts_with('_')
+            && port
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,39 +457,51 @@ mod tests {
     fn trusted_proxy_extraction() {
         let peer = ip("10.0.0.1");
         let spoofed = xff(&["6.6.6.6, 203.0.113.7"]);
-        assert_eq!(client_ip(&spoofed, peer, &TrustedProxies::None), peer);
+        assert_eq!(client_ip(&spoofed, peer, &ClientIp::peer()), peer);
         assert_eq!(
-            client_ip(&spoofed, peer, &TrustedProxies::Count(1)),
+            client_ip(
+                &spoofed,
+                peer,
+                &ClientIp::trusting(TrustedProxies::Count(1))
+            ),
             ip("203.0.113.7")
         );
         assert_eq!(
-            client_ip(&spoofed, peer, &TrustedProxies::Count(2)),
+            client_ip(
+                &spoofed,
+                peer,
+                &ClientIp::trusting(TrustedProxies::Count(2))
+            ),
             ip("6.6.6.6")
         );
         assert_eq!(
             client_ip(
                 &xff(&["6.6.6.6", "203.0.113.7"]),
                 peer,
-                &TrustedProxies::Count(1)
+                &ClientIp::trusting(TrustedProxies::Count(1))
             ),
             ip("203.0.113.7")
         );
         assert_eq!(
-            client_ip(&HeaderMap::new(), peer, &TrustedProxies::Count(1)),
+            client_ip(
+                &HeaderMap::new(),
+                peer,
+                &ClientIp::trusting(TrustedProxies::Count(1))
+            ),
             peer
         );
         assert_eq!(
             client_ip(
                 &xff(&["garbage, 203.0.113.7"]),
                 peer,
-                &TrustedProxies::Count(3)
+                &ClientIp::trusting(TrustedProxies::Count(3))
             ),
             ip("203.0.113.7")
         );
 
-        let nets = TrustedProxies::Networks(
+        let nets = ClientIp::trusting(TrustedProxies::Networks(
             vec!["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()].into(),
-        );
+        ));
         assert_eq!(
             client_ip(&xff(&["6.6.6.6, 203.0.113.7, 10.1.2.3"]), peer, &nets),
             ip("203.0.113.7")
@@ -348,6 +517,65 @@ mod tests {
             client_ip(&xff(&["[::1]:80, 203.0.113.9"]), peer, &nets),
             ip("203.0.113.9")
         );
+    }
+
+    fn fwd(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for v in values {
+            headers.append("forwarded", v.parse().unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn rfc7239_forwarded() {
+        let peer = ip("10.0.0.1");
+        let one = ClientIp::trusting(TrustedProxies::Count(1)).header(ForwardedHeader::Forwarded);
+        let two = ClientIp::trusting(TrustedProxies::Count(2)).header(ForwardedHeader::Forwarded);
+        let headers = fwd(&["for=6.6.6.6, for=203.0.113.7;proto=https;by=10.0.0.1"]);
+        assert_eq!(client_ip(&headers, peer, &one), ip("203.0.113.7"));
+        assert_eq!(client_ip(&headers, peer, &two), ip("6.6.6.6"));
+        // Several header lines are one list; names are case-insensitive; quoted forms with
+        // ports and IPv6 in brackets.
+        for (value, want) in [
+            (r#"For="203.0.113.7:4711""#, "203.0.113.7"),
+            (r#"for="[2001:db8:cafe::17]""#, "2001:db8:cafe::17"),
+            (
+                r#"for="[2001:db8:cafe::17]:4711";proto=http"#,
+                "2001:db8:cafe::17",
+            ),
+            (r#"proto=https; for="[2001:db8::1]:_port""#, "2001:db8::1"),
+        ] {
+            let headers = fwd(&["for=6.6.6.6", value]);
+            assert_eq!(client_ip(&headers, peer, &one), ip(want), "{value}");
+        }
+        // Not an address: the walk stops at the last address a trusted hop vouched for.
+        for value in [
+            "for=unknown",
+            "for=_hidden",
+            "for=2001:db8::1",
+            "for=203.0.113.7:80",
+            r#"for="203.0.113.7"#,
+            r#"for="[2001:db8::1]:99999""#,
+            "for=203.0.113.7;for=198.51.100.1",
+            "proto=https",
+            "for",
+            "",
+        ] {
+            let headers = fwd(&[value]);
+            assert_eq!(client_ip(&headers, peer, &one), peer, "{value}");
+        }
+        // X-Forwarded-For is not read when Forwarded is configured, and the reverse.
+        assert_eq!(client_ip(&xff(&["203.0.113.7"]), peer, &one), peer);
+        let xff_one = ClientIp::trusting(TrustedProxies::Count(1));
+        assert_eq!(client_ip(&fwd(&["for=203.0.113.7"]), peer, &xff_one), peer);
+        // Trusted networks over Forwarded.
+        let nets = ClientIp::trusting(TrustedProxies::Networks(
+            vec!["10.0.0.0/8".parse().unwrap()].into(),
+        ))
+        .header(ForwardedHeader::Forwarded);
+        let headers = fwd(&["for=6.6.6.6, for=203.0.113.7", "for=10.2.3.4"]);
+        assert_eq!(client_ip(&headers, peer, &nets), ip("203.0.113.7"));
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub mod memory;
 mod redis;
 
 pub use gcra::{Decision, Quota};
-pub use key::{IpNet, PeerAddr, RateKey, TrustedProxies, client_ip};
+pub use key::{ClientIp, ForwardedHeader, IpNet, PeerAddr, RateKey, TrustedProxies, client_ip};
 pub use layer::{
     Limit, RATELIMIT, RATELIMIT_POLICY, RateLimit, RateLimitLayer, RateLimited, ResponseFuture,
 };
