@@ -13,11 +13,11 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::gcra::{Decision, Quota};
-use super::key::{RateKey, RequestView, TrustedProxies};
+use super::key::{ClientIp, RateKey, RequestView};
 use super::memory::{DEFAULT_MAX_KEYS, KeyParts, MemoryStore};
 use crate::authz::Routes;
 use crate::claims::ClaimPath;
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, MonotonicClock};
 use crate::error::ConfigError;
 
 /// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers).
@@ -129,6 +129,7 @@ impl Limit {
         }
     }
 
+    #[cfg(feature = "redis")]
     fn quota_of_tier(&self, tier: usize) -> &Quota {
         match (tier, &self.tiers) {
             (0, _) | (_, None) => &self.quota,
@@ -234,11 +235,11 @@ impl RateLimitLayer {
         Self {
             config: Arc::new(Config {
                 limits: limits.into_iter().collect(),
-                anonymous: RateKey::Ip(TrustedProxies::None),
+                anonymous: RateKey::Ip(ClientIp::peer()),
                 routes: None,
                 headers: true,
                 shadow: false,
-                clock: Arc::new(SystemClock),
+                clock: Arc::new(MonotonicClock::new()),
                 cost: None,
                 shadow_denied: Arc::default(),
             }),
@@ -282,7 +283,7 @@ impl RateLimitLayer {
         self
     }
 
-    /// The clock (the system clock by default).
+    /// The clock (by default a [`MonotonicClock`], which a stepped system clock does not move).
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.config_mut().clock = Arc::new(clock);
         self
