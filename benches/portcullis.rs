@@ -1,7 +1,8 @@
 //! Criterion benches: uncached validation per algorithm beside ring's signature check alone on
 //! the same token, and the cached hit.
 //!
-//! Run with `cargo bench --bench portcullis`; `cargo bench -- --test` runs each once.
+//! Run with `cargo bench --bench portcullis` (`--features redis` adds the Redis round trip, with
+//! its own `redis-server`); `cargo bench -- --test` runs each once.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -268,9 +269,82 @@ mod rate_limit {
     }
 }
 
+#[cfg(feature = "redis")]
+#[path = "../tests/common/redis_server.rs"]
+#[allow(unreachable_pub, dead_code)]
+mod redis_server;
+
+/// The Redis store's round trip on loopback (feature `redis`; starts its own `redis-server`):
+/// one GCRA check (EVALSHA), and a request through `RateLimitLayer` with one Redis limit.
+#[cfg(feature = "redis")]
+mod redis {
+    use super::*;
+    use std::convert::Infallible;
+    use std::net::SocketAddr;
+    use std::num::NonZeroU32;
+
+    use http::{Request, Response};
+    use portcullis::rate_limit::{Limit, PeerAddr, Quota, RateLimitLayer, RedisStore};
+    use tower_layer::Layer;
+    use tower_service::Service;
+
+    use super::redis_server;
+
+    pub(super) fn bench(c: &mut Criterion) {
+        let server = redis_server::RedisServer::start();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let store = rt.block_on(RedisStore::connect(&server.url())).unwrap();
+        // Never denies: the bench measures the round trip, not the 429.
+        let big = NonZeroU32::new(1_000_000_000).unwrap();
+        let quota = Quota::per_second(big).burst(big);
+        let mut group = c.benchmark_group("redis");
+        group.bench_function("check_round_trip", |b| {
+            b.iter(|| {
+                let decision = rt
+                    .block_on(store.check(black_box("bench-key"), &quota, 1))
+                    .unwrap();
+                assert!(decision.allowed);
+            })
+        });
+
+        let limit = Limit::new("ip", "ip".parse().unwrap(), quota)
+            .unwrap()
+            .redis(store.clone());
+        let mut service =
+            RateLimitLayer::new([limit]).layer(tower::service_fn(|_: Request<()>| async {
+                Ok::<_, Infallible>(Response::new(()))
+            }));
+        let peer = PeerAddr("203.0.113.7:5000".parse::<SocketAddr>().unwrap());
+        group.bench_function("layer_request", |b| {
+            b.iter(|| {
+                let mut request = Request::new(());
+                request.extensions_mut().insert(peer);
+                let response = rt.block_on(service.call(request)).unwrap();
+                assert!(response.status().is_success());
+            })
+        });
+        group.finish();
+        drop(server);
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
     targets = verify::bench, cache::bench, authz::bench, claims::bench, rate_limit::bench
 }
+
+#[cfg(feature = "redis")]
+criterion_group! {
+    name = redis_benches;
+    config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    targets = redis::bench
+}
+
+#[cfg(feature = "redis")]
+criterion_main!(benches, redis_benches);
+#[cfg(not(feature = "redis"))]
 criterion_main!(benches);
