@@ -11,3 +11,6 @@ pub mod authorization {}
 
 #[doc = include_str!("../docs/rate-limiting.md")]
 pub mod rate_limiting {}
+
+#[doc = include_str!("../docs/observability.md")]
+pub mod observability {}

@@ -75,7 +75,10 @@ pub mod fuzzing;
 pub mod guide;
 pub mod jwt;
 pub mod keys;
+pub mod propagate;
 pub mod rate_limit;
+#[cfg(feature = "metrics")]
+mod telemetry;
 pub mod token;
 
 pub use error::ConfigError;

@@ -8,7 +8,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::path::PathError;
-use super::{Auth, Routes};
+use super::{Auth, Route, Routes};
 use crate::error::ConfigError;
 use crate::jwt::{Identity, ResponseFuture};
 
@@ -148,6 +148,7 @@ impl Config {
             .routes
             .resolve_request(request)
             .map_err(AuthzError::BadPath)?;
+        crate::propagate::record(request, None, route.map(Route::pattern_text));
         if preflight {
             return Ok(());
         }

@@ -189,6 +189,10 @@ impl Route {
         self.pattern.as_str()
     }
 
+    pub(crate) fn pattern_text(&self) -> &std::sync::Arc<str> {
+        self.pattern.text()
+    }
+
     /// The authentication mode.
     pub fn auth_mode(&self) -> Auth {
         self.auth

@@ -211,7 +211,7 @@ enum Segment {
 /// everything below it).
 #[derive(Clone, PartialEq, Eq)]
 pub struct PathPattern {
-    text: Box<str>,
+    text: std::sync::Arc<str>,
     segments: Box<[Segment]>,
     prefix: bool,
 }
@@ -275,6 +275,11 @@ impl PathPattern {
 
     /// The pattern as written.
     pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The pattern text, shared.
+    pub(crate) fn text(&self) -> &std::sync::Arc<str> {
         &self.text
     }
 

@@ -83,17 +83,25 @@ where
         } else {
             Auth::Required
         };
+        let mut pattern = None;
         if let Some(routes) = &config.routes {
             match routes.resolve_request(&mut req) {
                 Err(error) => {
                     return ResponseFuture::rejected(self.reject(JwtError::BadPath(error)));
                 }
-                Ok((_, true)) => mode = Auth::None,
-                Ok((Some(route), false)) => mode = route.auth_mode(),
+                Ok((route, true)) => {
+                    pattern = route.map(|r| Arc::clone(r.pattern_text()));
+                    mode = Auth::None;
+                }
+                Ok((Some(route), false)) => {
+                    pattern = Some(Arc::clone(route.pattern_text()));
+                    mode = route.auth_mode();
+                }
                 Ok((None, false)) => mode = Auth::Required,
             }
         }
         if mode == Auth::None {
+            crate::propagate::record(&req, None, pattern.as_ref());
             return ResponseFuture::inner(self.inner.call(req));
         }
         let optional = mode == Auth::Optional;
@@ -104,6 +112,7 @@ where
             req.headers(),
         ) {
             Ok(identity) => {
+                crate::propagate::record(&req, identity.as_ref(), pattern.as_ref());
                 if let Some(identity) = identity {
                     req.extensions_mut().insert(identity);
                 }

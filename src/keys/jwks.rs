@@ -379,10 +379,17 @@ impl Shared {
             false => (None, None),
         };
         self.fetches.fetch_add(1, Ordering::Relaxed);
-        let fetched = self.fetcher.get(&self.url, etag, last_modified).await?;
+        let fetched = self.fetcher.get(&self.url, etag, last_modified).await;
+        #[cfg(feature = "metrics")]
+        if fetched.is_err() {
+            crate::telemetry::key_fetch("error");
+        }
+        let fetched = fetched?;
         let max_age = match fetched {
             Fetched::NotModified { max_age } => {
                 tracing::debug!(target: "portcullis::jwks", url = %self.url, "key set not modified");
+                #[cfg(feature = "metrics")]
+                crate::telemetry::key_fetch("not_modified");
                 // A 304 should repeat Cache-Control; when it does not, the last one holds.
                 max_age.or(validators.max_age)
             }
@@ -392,7 +399,14 @@ impl Shared {
                 last_modified,
                 max_age,
             } => {
-                self.install(&body)?;
+                let installed = self.install(&body);
+                #[cfg(feature = "metrics")]
+                crate::telemetry::key_fetch(if installed.is_ok() {
+                    "updated"
+                } else {
+                    "error"
+                });
+                installed?;
                 *self
                     .validators
                     .write()

@@ -231,6 +231,22 @@ impl FromStr for RateKey {
     }
 }
 
+/// The connection's peer, from the request's extensions: [`PeerAddr`], a `SocketAddr`, or
+/// (feature `axum`) axum's `ConnectInfo<SocketAddr>`.
+pub(crate) fn peer_ip(extensions: &http::Extensions) -> Option<IpAddr> {
+    let peer = extensions
+        .get::<PeerAddr>()
+        .map(|p| p.0.ip())
+        .or_else(|| extensions.get::<SocketAddr>().map(SocketAddr::ip));
+    #[cfg(feature = "axum")]
+    let peer = peer.or_else(|| {
+        extensions
+            .get::<axum::extract::ConnectInfo<SocketAddr>>()
+            .map(|info| info.0.ip())
+    });
+    peer
+}
+
 /// What the key reads from a request.
 pub(crate) struct RequestView<'a> {
     pub(crate) headers: &'a HeaderMap,
@@ -243,16 +259,7 @@ pub(crate) struct RequestView<'a> {
 impl<'a> RequestView<'a> {
     pub(crate) fn of<B>(request: &'a Request<B>, route: Option<&'a str>) -> Self {
         let extensions = request.extensions();
-        let peer = extensions
-            .get::<PeerAddr>()
-            .map(|p| p.0.ip())
-            .or_else(|| extensions.get::<SocketAddr>().map(SocketAddr::ip));
-        #[cfg(feature = "axum")]
-        let peer = peer.or_else(|| {
-            extensions
-                .get::<axum::extract::ConnectInfo<SocketAddr>>()
-                .map(|info| info.0.ip())
-        });
+        let peer = peer_ip(extensions);
         Self {
             headers: request.headers(),
             peer,

@@ -45,6 +45,8 @@ pub struct Limit {
     tiers: Option<(ClaimPath, Tiers)>,
     backend: Backend,
     policies: Box<[HeaderValue]>,
+    #[cfg(feature = "metrics")]
+    counters: crate::telemetry::LimitCounters,
 }
 
 impl fmt::Debug for Limit {
@@ -82,6 +84,8 @@ impl Limit {
             tiers: None,
             backend: Backend::Memory(Arc::new(MemoryStore::new(DEFAULT_MAX_KEYS))),
             policies: Box::default(),
+            #[cfg(feature = "metrics")]
+            counters: Default::default(),
         };
         limit.policies = limit.build_policies()?;
         Ok(limit)
@@ -184,6 +188,12 @@ pub struct RateLimited {
     /// Seconds until a retry can succeed (at least 1).
     pub retry_after: u64,
 }
+
+/// A limit's shared store could not answer and fails closed: the 503's extensions carry this.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("rate-limit store unavailable")]
+#[non_exhaustive]
+pub struct RateLimitUnavailable;
 
 /// Counts every request against each configured [`Limit`]; a request is admitted only if every
 /// limit admits it, and a denied request is not charged against the others. Denials answer 429
@@ -399,6 +409,29 @@ impl Config {
         None
     }
 
+    /// Counts what each limit did with a request (feature `metrics`).
+    #[cfg(feature = "metrics")]
+    fn count(&self, outcomes: &[Option<Outcome>; REPORTED], denied: Option<&Outcome>) {
+        use crate::telemetry::LimitResult;
+        for outcome in outcomes.iter().flatten() {
+            let limit = &self.limits[outcome.limit];
+            let result = match (outcome.decision.allowed, self.shadow) {
+                (true, _) => LimitResult::Admitted,
+                (false, false) => LimitResult::Denied,
+                (false, true) => LimitResult::ShadowDenied,
+            };
+            limit.counters.count(&limit.name, result);
+        }
+        if let Some(outcome) = denied
+            && outcomes.get(outcome.limit).is_none()
+        {
+            let limit = &self.limits[outcome.limit];
+            limit
+                .counters
+                .count(&limit.name, crate::telemetry::LimitResult::Denied);
+        }
+    }
+
     /// The 429 for a denial, or `None` in shadow mode (which counts it).
     fn rejection<B: Default>(&self, denied: Option<Outcome>) -> Option<Response<B>> {
         let outcome = denied?;
@@ -535,12 +568,15 @@ where
                         None => {
                             let mut unavailable = Response::new(ResBody::default());
                             *unavailable.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                            unavailable.extensions_mut().insert(RateLimitUnavailable);
                             State::Done {
                                 response: Some(unavailable),
                             }
                         }
                         Some((outcomes, denied)) => {
                             *this.outcomes = outcomes;
+                            #[cfg(feature = "metrics")]
+                            this.config.count(&outcomes, denied.as_ref());
                             match this.config.rejection(denied) {
                                 Some(response) => State::Done {
                                     response: Some(response),
@@ -551,6 +587,7 @@ where
                                     else {
                                         panic!("polled after completion");
                                     };
+                                    crate::propagate::record(&request, None, None);
                                     State::Inner {
                                         future: inner.call(request),
                                     }
@@ -630,6 +667,10 @@ impl Config {
                                     store.failure_policy() == super::redis::OnStoreError::FailOpen;
                                 tracing::warn!(target: "portcullis::rate_limit", limit = %limit.name,
                                 error = %error, fail_open, "rate-limit store unavailable");
+                                #[cfg(feature = "metrics")]
+                                limit
+                                    .counters
+                                    .count(&limit.name, crate::telemetry::LimitResult::StoreError);
                                 if !fail_open {
                                     config.refund(&plan, &charged, now, cost).await;
                                     return None;
@@ -716,13 +757,18 @@ where
         }
         let mut outcomes = [None; REPORTED];
         let denied = config.decide(&request, &mut outcomes);
+        #[cfg(feature = "metrics")]
+        config.count(&outcomes, denied.as_ref());
         let state = match config.rejection(denied) {
             Some(response) => State::Done {
                 response: Some(response),
             },
-            None => State::Inner {
-                future: self.inner.call(request),
-            },
+            None => {
+                crate::propagate::record(&request, None, None);
+                State::Inner {
+                    future: self.inner.call(request),
+                }
+            }
         };
         ResponseFuture {
             state,

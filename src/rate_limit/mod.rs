@@ -24,7 +24,7 @@
 //! ```
 
 pub mod gcra;
-mod key;
+pub(crate) mod key;
 mod layer;
 pub mod memory;
 #[cfg(feature = "redis")]
@@ -33,7 +33,8 @@ mod redis;
 pub use gcra::{Decision, Quota};
 pub use key::{ClientIp, ForwardedHeader, IpNet, PeerAddr, RateKey, TrustedProxies, client_ip};
 pub use layer::{
-    Limit, RATELIMIT, RATELIMIT_POLICY, RateLimit, RateLimitLayer, RateLimited, ResponseFuture,
+    Limit, RATELIMIT, RATELIMIT_POLICY, RateLimit, RateLimitLayer, RateLimitUnavailable,
+    RateLimited, ResponseFuture,
 };
 pub use memory::{KeyParts, MemoryStore};
 #[cfg(feature = "redis")]

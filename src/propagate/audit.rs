@@ -1,0 +1,91 @@
+//! Audit events: one `tracing` event per request decision, and the decision metrics.
+
+use http::Response;
+
+use super::context::RequestContext;
+use crate::authz::AuthzError;
+use crate::jwt::JwtError;
+use crate::rate_limit::{RateLimitUnavailable, RateLimited};
+
+/// The `tracing` target of audit events.
+pub const AUDIT_TARGET: &str = "portcullis::audit";
+
+/// How a request was decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Passed every layer and reached the service.
+    Allowed,
+    /// Refused by a layer, with a reason code.
+    Rejected(&'static str),
+    /// The service behind the layers failed (its error, not a response).
+    Error,
+}
+
+impl Outcome {
+    /// `allowed`, `rejected` or `error`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Allowed => "allowed",
+            Outcome::Rejected(_) => "rejected",
+            Outcome::Error => "error",
+        }
+    }
+
+    /// The reason code: `none` when allowed, `service_error` on error.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Outcome::Allowed => "none",
+            Outcome::Rejected(reason) => reason,
+            Outcome::Error => "service_error",
+        }
+    }
+
+    /// The outcome a response says: the rejection each layer puts in its response's extensions
+    /// ([`JwtError`], [`AuthzError`], [`RateLimited`], [`RateLimitUnavailable`]), else allowed.
+    pub fn of_response<B>(response: &Response<B>) -> Self {
+        let extensions = response.extensions();
+        if let Some(error) = extensions.get::<JwtError>() {
+            Outcome::Rejected(error.reason())
+        } else if let Some(error) = extensions.get::<AuthzError>() {
+            Outcome::Rejected(error.reason())
+        } else if extensions.get::<RateLimited>().is_some() {
+            Outcome::Rejected("rate_limited")
+        } else if extensions.get::<RateLimitUnavailable>().is_some() {
+            Outcome::Rejected("rate_limit_store_unavailable")
+        } else {
+            Outcome::Allowed
+        }
+    }
+}
+
+/// Writes the audit event of one request, and counts it when the `metrics` feature is on.
+pub(crate) fn emit(
+    context: &RequestContext,
+    method: &http::Method,
+    outcome: Outcome,
+    status: Option<http::StatusCode>,
+    decision_nanos: u64,
+) {
+    #[cfg(feature = "metrics")]
+    crate::telemetry::decision(outcome, decision_nanos);
+    if !tracing::enabled!(target: AUDIT_TARGET, tracing::Level::INFO) {
+        return;
+    }
+    let identity = context.identity();
+    let trace_id = context.trace().map(|t| t.trace_id());
+    tracing::info!(
+        target: AUDIT_TARGET,
+        outcome = outcome.as_str(),
+        reason = outcome.reason(),
+        status = status.map_or(0, |s| s.as_u16()),
+        request_id = context.request_id(),
+        trace_id = trace_id.as_ref().map(tracing::field::display),
+        subject = identity.and_then(|i| i.subject()),
+        issuer = identity.map(|i| i.issuer()),
+        route = context.route(),
+        method = method.as_str(),
+        decision_us = decision_nanos / 1_000,
+        "request decided"
+    );
+}

@@ -1,0 +1,445 @@
+//! [`PropagateLayer`]: request id, trace context, header propagation, hop-by-hop removal and
+//! the audit event, around everything inside it.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, Request, Response};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::audit::{self, Outcome};
+use super::context::{RequestContext, TraceContext};
+use super::hop_by_hop::remove_hop_by_hop;
+use super::ids::{new_request_id, new_span_id, new_trace_id, valid_request_id};
+use super::trace_context::{
+    FLAG_SAMPLED, TraceParent, TraceState, canonical_tracestate, check_tracestate,
+};
+use crate::clock::monotonic_nanos;
+use crate::rate_limit::IpNet;
+
+/// `x-request-id`.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// `traceparent`.
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// `tracestate`.
+pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// Whose request ids to keep.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TrustIncoming {
+    /// Any client's, if well-formed (the default: an id is a correlation handle, not a
+    /// credential).
+    #[default]
+    Any,
+    /// Only those from peers in these networks (the load balancer in front); others get a new
+    /// id.
+    Peers(Box<[IpNet]>),
+    /// None: every request gets a new id.
+    Never,
+}
+
+/// Runs first: gives each request an id and a trace context, shares them with the inner layers
+/// in a [`RequestContext`], and writes one audit event per request when the response is ready.
+///
+/// - **Request id** (`x-request-id` by default): an incoming id is kept when it is well-formed
+///   ([`valid_request_id`](super::valid_request_id)) and its sender trusted
+///   ([`TrustIncoming`]); otherwise a new UUIDv7 replaces it. The request carries it upstream,
+///   and every response — the layers' own 400/401/403/429/503 included — carries it back.
+/// - **Trace context** (W3C): a valid `traceparent` is forwarded as a child (same trace, the
+///   gateway's new span id, sampled flag kept) with its `tracestate` (at most 32 members, dropped
+///   when malformed); an invalid or absent one starts a new trace (sampled unless
+///   [`sample_new_traces(false)`](Self::sample_new_traces)) and drops any `tracestate`.
+/// - **Header propagation**: the headers named with
+///   [`propagate_headers`](Self::propagate_headers) are copied from the request to its response.
+/// - **Hop-by-hop headers** are removed from the request as it arrives, with
+///   [`remove_hop_by_hop(true)`](Self::remove_hop_by_hop) (for proxies).
+/// - **Audit**: one `tracing` event per request, target `portcullis::audit` (see
+///   [the guide](crate::guide::observability) for its fields), and, with the `metrics`
+///   feature, the decision counters and latency histogram.
+///
+/// # Example
+///
+/// ```
+/// use std::convert::Infallible;
+/// use http::{Request, Response};
+/// use portcullis::propagate::{PropagateLayer, RequestContext};
+/// use tower::{Layer, ServiceExt, service_fn};
+///
+/// # tokio_test_block_on(async {
+/// let service = PropagateLayer::new().layer(service_fn(|req: Request<()>| async move {
+///     let context = req.extensions().get::<RequestContext>().unwrap();
+///     assert_eq!(context.request_id(), "abc-123");
+///     assert_eq!(req.headers()["x-request-id"], "abc-123");
+///     assert!(req.headers().contains_key("traceparent"));
+///     Ok::<_, Infallible>(Response::new(()))
+/// }));
+/// let request = Request::get("/").header("x-request-id", "abc-123").body(()).unwrap();
+/// let response = service.oneshot(request).await.unwrap();
+/// assert_eq!(response.headers()["x-request-id"], "abc-123");
+/// # });
+/// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct PropagateLayer {
+    config: Arc<Config>,
+}
+
+#[derive(Clone)]
+struct Config {
+    request_id: HeaderName,
+    trust: TrustIncoming,
+    trace_context: bool,
+    sample_new: bool,
+    propagate: Box<[HeaderName]>,
+    strip_hop_by_hop: bool,
+    audit: bool,
+}
+
+impl fmt::Debug for PropagateLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.config;
+        f.debug_struct("PropagateLayer")
+            .field("request_id", &c.request_id)
+            .field("trust", &c.trust)
+            .field("trace_context", &c.trace_context)
+            .field("sample_new", &c.sample_new)
+            .field("propagate", &c.propagate)
+            .field("remove_hop_by_hop", &c.strip_hop_by_hop)
+            .field("audit", &c.audit)
+            .finish()
+    }
+}
+
+impl Default for PropagateLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PropagateLayer {
+    /// `x-request-id` from any client, W3C trace context with new traces sampled, audit events
+    /// on, nothing else propagated, hop-by-hop headers left alone.
+    pub fn new() -> Self {
+        Self {
+            config: Arc::new(Config {
+                request_id: X_REQUEST_ID,
+                trust: TrustIncoming::Any,
+                trace_context: true,
+                sample_new: true,
+                propagate: Box::new([]),
+                strip_hop_by_hop: false,
+                audit: true,
+            }),
+        }
+    }
+
+    fn config_mut(&mut self) -> &mut Config {
+        Arc::make_mut(&mut self.config)
+    }
+
+    /// The request id header (default `x-request-id`).
+    pub fn request_id_header(mut self, name: HeaderName) -> Self {
+        self.config_mut().request_id = name;
+        self
+    }
+
+    /// Whose incoming request ids to keep (default: any well-formed one).
+    pub fn trust_request_ids(mut self, trust: TrustIncoming) -> Self {
+        self.config_mut().trust = trust;
+        self
+    }
+
+    /// Whether to read and forward W3C `traceparent` / `tracestate` (default: yes).
+    pub fn trace_context(mut self, on: bool) -> Self {
+        self.config_mut().trace_context = on;
+        self
+    }
+
+    /// Whether a trace started here is marked sampled (default: yes, so an upstream that
+    /// samples by its parent records the requests that enter through the gateway).
+    pub fn sample_new_traces(mut self, sampled: bool) -> Self {
+        self.config_mut().sample_new = sampled;
+        self
+    }
+
+    /// Headers copied from each request to its response (overriding a copy the service set).
+    pub fn propagate_headers(mut self, names: impl IntoIterator<Item = HeaderName>) -> Self {
+        self.config_mut().propagate = names.into_iter().collect();
+        self
+    }
+
+    /// Whether to remove hop-by-hop headers from each request as it arrives (default: no; a
+    /// proxy wants yes). See [`remove_hop_by_hop`](super::remove_hop_by_hop).
+    pub fn remove_hop_by_hop(mut self, on: bool) -> Self {
+        self.config_mut().strip_hop_by_hop = on;
+        self
+    }
+
+    /// Whether to write audit events and decision metrics (default: yes).
+    pub fn audit(mut self, on: bool) -> Self {
+        self.config_mut().audit = on;
+        self
+    }
+}
+
+impl<S> Layer<S> for PropagateLayer {
+    type Service = Propagate<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Propagate {
+            inner,
+            config: Arc::clone(&self.config),
+        }
+    }
+}
+
+/// The service [`PropagateLayer`] wraps around an inner service.
+#[derive(Clone)]
+pub struct Propagate<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for Propagate<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Propagate")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// The request's id: the client's when acceptable, else a new one.
+    fn request_id(&self, headers: &HeaderMap, extensions: &http::Extensions) -> HeaderValue {
+        let mut incoming = headers.get_all(&self.request_id).iter();
+        if let (Some(value), None) = (incoming.next(), incoming.next())
+            && valid_request_id(value.as_bytes())
+        {
+            let trusted = match &self.trust {
+                TrustIncoming::Any => true,
+                TrustIncoming::Never => false,
+                TrustIncoming::Peers(networks) => crate::rate_limit::key::peer_ip(extensions)
+                    .is_some_and(|ip| networks.iter().any(|n| n.contains(ip))),
+            };
+            if trusted {
+                return value.clone();
+            }
+        }
+        // One allocation, shared by the request, the context and the response (refcounts).
+        HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(new_request_id()))
+            .expect("a UUID is a valid header value")
+    }
+
+    /// Reads the incoming trace context and rewrites the headers for the upstream.
+    fn trace(&self, headers: &mut HeaderMap) -> TraceContext {
+        let parent = {
+            let mut values = headers.get_all(TRACEPARENT).iter();
+            match (values.next(), values.next()) {
+                (Some(value), None) => TraceParent::parse(value.as_bytes()).ok(),
+                // Absent, or sent twice: which one would be meant?
+                _ => None,
+            }
+        };
+        let child = match &parent {
+            Some(parent) => {
+                match check_tracestate(headers.get_all(TRACESTATE).iter().map(|v| v.as_bytes())) {
+                    TraceState::Canonical => {}
+                    TraceState::Rewrite => {
+                        let rewritten = canonical_tracestate(
+                            headers
+                                .get_all(TRACESTATE)
+                                .iter()
+                                .map(HeaderValue::as_bytes),
+                        )
+                        .and_then(|v| HeaderValue::from_maybe_shared(bytes::Bytes::from(v)).ok());
+                        match rewritten {
+                            Some(value) if !value.is_empty() => {
+                                headers.insert(TRACESTATE, value);
+                            }
+                            _ => {
+                                headers.remove(TRACESTATE);
+                            }
+                        }
+                    }
+                    TraceState::Invalid => {
+                        headers.remove(TRACESTATE);
+                    }
+                }
+                parent.child(new_span_id())
+            }
+            None => {
+                headers.remove(TRACESTATE);
+                let flags = if self.sample_new { FLAG_SAMPLED } else { 0 };
+                TraceParent::new(new_trace_id(), new_span_id(), flags)
+            }
+        }
+        .expect("new ids are never zero");
+        if let Ok(value) = HeaderValue::from_bytes(&child.to_bytes()) {
+            headers.insert(TRACEPARENT, value);
+        }
+        TraceContext::from_child(&child, parent.as_ref())
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Propagate<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let config = &*self.config;
+        let started = monotonic_nanos();
+        if config.strip_hop_by_hop {
+            remove_hop_by_hop(request.headers_mut());
+        }
+        let request_id = config.request_id(request.headers(), request.extensions());
+        request
+            .headers_mut()
+            .insert(config.request_id.clone(), request_id.clone());
+        let trace = config
+            .trace_context
+            .then(|| config.trace(request.headers_mut()));
+        let context = RequestContext::new(request_id, trace);
+        let mut propagated = Vec::new();
+        for (i, name) in config.propagate.iter().enumerate() {
+            if let Some(value) = request.headers().get(name) {
+                propagated.push((i, value.clone()));
+            }
+        }
+        request.extensions_mut().insert(context.clone());
+        let method = request.method().clone();
+        let span = tracing::info_span!(
+            target: "portcullis::request",
+            "request",
+            request_id = context.request_id(),
+            trace_id = context.trace().map(|t| tracing::field::display(t.trace_id())),
+        );
+        let future = {
+            let _entered = span.enter();
+            self.inner.call(request)
+        };
+        // Layers that decide in `call` have decided by now; one that decides later (a key
+        // fetch, a Redis round trip) marks the context when it does.
+        let called = monotonic_nanos();
+        ResponseFuture {
+            future,
+            state: Some(Pending {
+                config: Arc::clone(&self.config),
+                context,
+                method,
+                started,
+                called,
+                propagated,
+            }),
+            span,
+        }
+    }
+}
+
+struct Pending {
+    config: Arc<Config>,
+    context: RequestContext,
+    method: http::Method,
+    started: u64,
+    called: u64,
+    propagated: Vec<(usize, HeaderValue)>,
+}
+
+pin_project! {
+    /// The response future of [`Propagate`]: the inner service's, run inside the request's
+    /// span, with the request id (and propagated headers) set on the response and the audit
+    /// event written when it is ready.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        future: F,
+        state: Option<Pending>,
+        span: tracing::Span,
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field(
+                "request_id",
+                &self.state.as_ref().map(|s| s.context.request_id()),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = {
+            let _entered = this.span.enter();
+            match this.future.poll(cx) {
+                Poll::Ready(result) => result,
+                Poll::Pending => return Poll::Pending,
+            }
+        };
+        let Some(pending) = this.state.take() else {
+            return Poll::Ready(result);
+        };
+        let now = monotonic_nanos();
+        let decided = pending
+            .context
+            .decided()
+            .map_or(pending.called, |d| d.max(pending.started))
+            .min(now);
+        let decision_nanos = decided.saturating_sub(pending.started);
+        let config = &*pending.config;
+        let result = result.map(|mut response| {
+            let headers = response.headers_mut();
+            headers.insert(
+                config.request_id.clone(),
+                pending.context.request_id_value().clone(),
+            );
+            for (i, value) in pending.propagated {
+                headers.insert(config.propagate[i].clone(), value);
+            }
+            response
+        });
+        if config.audit {
+            let _entered = this.span.enter();
+            let (outcome, status) = match &result {
+                Ok(response) => (Outcome::of_response(response), Some(response.status())),
+                Err(_) => (Outcome::Error, None),
+            };
+            // A rejection is decided when its response comes back.
+            let decision_nanos = match outcome {
+                Outcome::Allowed => decision_nanos,
+                _ => now.saturating_sub(pending.started),
+            };
+            audit::emit(
+                &pending.context,
+                &pending.method,
+                outcome,
+                status,
+                decision_nanos,
+            );
+        }
+        Poll::Ready(result)
+    }
+}
