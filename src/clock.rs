@@ -150,6 +150,15 @@ impl fmt::Debug for ManualClock {
     }
 }
 
+/// Monotonic nanoseconds since the first call in the process, plus one (never 0), from the
+/// time-stamp counter where there is one: for measuring how long a decision took.
+pub(crate) fn monotonic_nanos() -> u64 {
+    static ANCHOR: std::sync::OnceLock<quanta::Instant> = std::sync::OnceLock::new();
+    let anchor = *ANCHOR.get_or_init(quanta::Instant::now);
+    u64::try_from(quanta::Instant::now().duration_since(anchor).as_nanos()).unwrap_or(u64::MAX - 1)
+        + 1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,13 +174,4 @@ mod tests {
         clock.advance(Duration::from_secs(5));
         assert_eq!(clock.now(), Duration::from_nanos(u64::MAX));
     }
-}
-
-/// Monotonic nanoseconds since the first call in the process, plus one (never 0), from the
-/// time-stamp counter where there is one: for measuring how long a decision took.
-pub(crate) fn monotonic_nanos() -> u64 {
-    static ANCHOR: std::sync::OnceLock<quanta::Instant> = std::sync::OnceLock::new();
-    let anchor = *ANCHOR.get_or_init(quanta::Instant::now);
-    u64::try_from(quanta::Instant::now().duration_since(anchor).as_nanos()).unwrap_or(u64::MAX - 1)
-        + 1
 }

@@ -8,7 +8,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::path::PathError;
-use super::{Auth, Route, Routes};
+use super::{Auth, Routes};
 use crate::error::ConfigError;
 use crate::jwt::{Identity, ResponseFuture};
 
@@ -148,7 +148,9 @@ impl Config {
             .routes
             .resolve_request(request)
             .map_err(AuthzError::BadPath)?;
-        crate::propagate::record(request, None, route.map(Route::pattern_text));
+        if let Some(route) = route {
+            crate::propagate::record_route(request, route.pattern_text());
+        }
         if preflight {
             return Ok(());
         }
@@ -213,7 +215,10 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         match self.config.decide(&mut request) {
-            Ok(()) => ResponseFuture::inner(self.inner.call(request)),
+            Ok(()) => {
+                crate::propagate::record(&request, None, None);
+                ResponseFuture::inner(self.inner.call(request))
+            }
             Err(error) => ResponseFuture::rejected(self.config.reject(&request, error)),
         }
     }

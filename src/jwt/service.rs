@@ -100,8 +100,11 @@ where
                 Ok((None, false)) => mode = Auth::Required,
             }
         }
+        if let Some(pattern) = &pattern {
+            crate::propagate::record_route(&req, pattern);
+        }
         if mode == Auth::None {
-            crate::propagate::record(&req, None, pattern.as_ref());
+            crate::propagate::record(&req, None, None);
             return ResponseFuture::inner(self.inner.call(req));
         }
         let optional = mode == Auth::Optional;
@@ -112,7 +115,7 @@ where
             req.headers(),
         ) {
             Ok(identity) => {
-                crate::propagate::record(&req, identity.as_ref(), pattern.as_ref());
+                crate::propagate::record(&req, identity.as_ref(), None);
                 if let Some(identity) = identity {
                     req.extensions_mut().insert(identity);
                 }

@@ -172,3 +172,11 @@ pub(crate) fn record<B>(
         context.mark_decided(crate::clock::monotonic_nanos());
     }
 }
+
+/// Records the matched route in the request's [`RequestContext`], if there is one (before a
+/// decision, so that a rejection's audit event names the route too).
+pub(crate) fn record_route<B>(request: &http::Request<B>, route: &Arc<str>) {
+    if let Some(context) = request.extensions().get::<RequestContext>() {
+        context.set_route(route);
+    }
+}

@@ -1,0 +1,284 @@
+//! Audit events of a whole stack, captured field by field by a subscriber installed for the
+//! whole process (its own test binary, so no other test registers the callsites first), with
+//! no token in any event or span of any target.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use http::{HeaderMap, Request, Response, StatusCode};
+use jsonwebtoken::Algorithm as Alg;
+use portcullis::authz::{AuthorizeLayer, Route, Routes};
+use portcullis::jwt::JwtAuthLayer;
+use portcullis::propagate::{PropagateLayer, RequestContext};
+use portcullis::rate_limit::{Limit, Quota, RateLimitLayer};
+use tower::{Layer, Service, ServiceExt, service_fn};
+use tracing::field::{Field, Visit};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+
+/// What reached the inner service.
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<Reached>>>);
+
+type Reached = (HeaderMap, Option<RequestContext>);
+
+type Inner = tower::util::BoxCloneService<Request<String>, Response<String>, Infallible>;
+
+fn echo(seen: &Seen) -> Inner {
+    let seen = seen.clone();
+    tower::util::BoxCloneService::new(service_fn(move |req: Request<String>| {
+        let seen = seen.clone();
+        async move {
+            seen.0.lock().unwrap().push((
+                req.headers().clone(),
+                req.extensions().get::<RequestContext>().cloned(),
+            ));
+            let mut response = Response::new(String::new());
+            response
+                .headers_mut()
+                .insert("x-upstream", "1".parse().unwrap());
+            Ok::<_, Infallible>(response)
+        }
+    }))
+}
+
+fn send<S>(service: &mut S, request: Request<String>) -> Response<String>
+where
+    S: Service<Request<String>, Response = Response<String>, Error = Infallible>,
+{
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(async { service.ready().await.unwrap().call(request).await.unwrap() })
+}
+
+const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+/// Every event of every target, each as its fields.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<Record>>>);
+
+/// A target and the fields of one event or span.
+type Record = (String, BTreeMap<String, String>);
+
+struct Fields<'a>(&'a mut BTreeMap<String, String>);
+
+impl Visit for Fields<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().into(), value.to_string());
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name().into(), format!("{value:?}"));
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Captured {
+    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+        let mut fields = BTreeMap::new();
+        event.record(&mut Fields(&mut fields));
+        self.0
+            .lock()
+            .unwrap()
+            .push((event.metadata().target().to_owned(), fields));
+    }
+
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        _: &tracing::span::Id,
+        _: Context<'_, S>,
+    ) {
+        let mut fields = BTreeMap::new();
+        attrs.record(&mut Fields(&mut fields));
+        self.0
+            .lock()
+            .unwrap()
+            .push((format!("span:{}", attrs.metadata().target()), fields));
+    }
+}
+
+#[test]
+fn audit_events_field_by_field() {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::registry().with(captured.clone());
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+
+    let routes = Routes::new([
+        Route::new("/health")
+            .unwrap()
+            .auth(portcullis::authz::Auth::None),
+        Route::new("/orders/**").unwrap().scopes_all(["read"]),
+        Route::new("/admin/**").unwrap().scopes_all(["admin"]),
+    ]);
+    let limit = Limit::new(
+        "per-user",
+        "claim:sub".parse().unwrap(),
+        Quota::per_minute(NonZeroU32::new(60).unwrap()).burst(NonZeroU32::new(2).unwrap()),
+    )
+    .unwrap();
+    let seen = Seen::default();
+    let mut stack = PropagateLayer::new().layer(
+        JwtAuthLayer::new(validator(clock(), 100))
+            .routes(routes.clone())
+            .layer(
+                AuthorizeLayer::new(routes).layer(RateLimitLayer::new([limit]).layer(echo(&seen))),
+            ),
+    );
+    let token = mint(Alg::ES256, &claims("ada"));
+    let bearer = format!("Bearer {token}");
+    let mut expired_claims = claims("bob");
+    expired_claims["exp"] = serde_json::json!(NOW - 100);
+    let expired = format!("Bearer {}", mint(Alg::ES256, &expired_claims));
+    // The signature's first character changed: well-formed, wrong signature.
+    let dot = token.rfind('.').unwrap();
+    let flipped = if &token[dot + 1..dot + 2] == "A" {
+        "B"
+    } else {
+        "A"
+    };
+    let bad_sig = format!("Bearer {}.{flipped}{}", &token[..dot], &token[dot + 2..]);
+
+    let mut requests: Vec<(Request<String>, StatusCode, &str, &str)> = Vec::new();
+    let request = |path: &str, auth: Option<&str>, id: &str| {
+        let mut r = Request::get(path)
+            .header("x-request-id", id)
+            .header("traceparent", PARENT);
+        if let Some(auth) = auth {
+            r = r.header("authorization", auth);
+        }
+        r.body(String::new()).unwrap()
+    };
+    requests.push((
+        request("/orders/1", Some(&bearer), "r1"),
+        StatusCode::OK,
+        "allowed",
+        "none",
+    ));
+    requests.push((
+        request("/health", None, "r2"),
+        StatusCode::OK,
+        "allowed",
+        "none",
+    ));
+    requests.push((
+        request("/orders/1", None, "r3"),
+        StatusCode::UNAUTHORIZED,
+        "rejected",
+        "token_missing",
+    ));
+    requests.push((
+        request("/orders/1", Some(&expired), "r4"),
+        StatusCode::UNAUTHORIZED,
+        "rejected",
+        "token_expired",
+    ));
+    requests.push((
+        request("/orders/1", Some(&bad_sig), "r5"),
+        StatusCode::UNAUTHORIZED,
+        "rejected",
+        "bad_signature",
+    ));
+    requests.push((
+        request("/admin/x", Some(&bearer), "r6"),
+        StatusCode::FORBIDDEN,
+        "rejected",
+        "insufficient_scope",
+    ));
+    requests.push((
+        request("/orders/2", Some(&bearer), "r7"),
+        StatusCode::OK,
+        "allowed",
+        "none",
+    ));
+    requests.push((
+        request("/orders/3", Some(&bearer), "r8"),
+        StatusCode::TOO_MANY_REQUESTS,
+        "rejected",
+        "rate_limited",
+    ));
+
+    for (request, status, outcome, reason) in requests {
+        let id = request.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let path = request.uri().path().to_owned();
+        let response = send(&mut stack, request);
+        assert_eq!(response.status(), status, "{path} {id}");
+        // The gateway's own 401/403/429 carry the request id too.
+        assert_eq!(response.headers()["x-request-id"], id.as_str());
+        let events = captured.0.lock().unwrap();
+        let audit: Vec<_> = events
+            .iter()
+            .filter(|(target, _)| target == "portcullis::audit")
+            .map(|(_, fields)| fields)
+            .filter(|fields| fields["request_id"] == id)
+            .collect();
+        assert_eq!(audit.len(), 1, "one event for {id}: {:?}", *events);
+        let event = audit[0];
+        assert_eq!(event["outcome"], outcome, "{id}");
+        assert_eq!(event["reason"], reason, "{id}");
+        assert_eq!(event["status"], status.as_u16().to_string());
+        assert_eq!(event["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(event["method"], "GET");
+        assert!(event["decision_us"].parse::<u64>().is_ok());
+        assert_eq!(event["message"], "request decided");
+        let known_subject = matches!(id.as_str(), "r1" | "r6" | "r7" | "r8");
+        assert_eq!(
+            event.get("subject").map(String::as_str),
+            known_subject.then_some("ada"),
+            "{id}"
+        );
+        assert_eq!(
+            event.get("issuer").map(String::as_str),
+            known_subject.then_some(ISS_A),
+            "{id}"
+        );
+        let route = match path.as_str() {
+            "/health" => "/health",
+            "/admin/x" => "/admin/**",
+            _ => "/orders/**",
+        };
+        assert_eq!(event.get("route").map(String::as_str), Some(route), "{id}");
+        let expected: std::collections::BTreeSet<&str> = [
+            "message",
+            "outcome",
+            "reason",
+            "status",
+            "request_id",
+            "trace_id",
+            "method",
+            "decision_us",
+            "route",
+        ]
+        .into_iter()
+        .chain(
+            known_subject
+                .then_some(["subject", "issuer"])
+                .into_iter()
+                .flatten(),
+        )
+        .collect();
+        let got: std::collections::BTreeSet<&str> = event.keys().map(String::as_str).collect();
+        assert_eq!(got, expected, "the documented field set for {id}");
+    }
+
+    // No event and no span of any target carries a token or any part of one.
+    let events = captured.0.lock().unwrap();
+    assert!(events.iter().any(|(t, _)| t == "span:portcullis::request"));
+    let signature = token.rsplit('.').next().unwrap();
+    for (target, fields) in events.iter() {
+        for value in fields.values() {
+            for secret in [&*token, signature, &*bearer, &*expired, &*bad_sig] {
+                assert!(!value.contains(secret), "{target}: {value}");
+            }
+        }
+    }
+}
