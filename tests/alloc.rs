@@ -227,9 +227,124 @@ fn cached_hit_allocates_nothing_in_the_decision_path() {
     }
     let known_key_blocks = blocks() - before;
     dhat::assert_eq!(known_key_blocks, 0);
+
+    whole_stack(&validator, &token);
     assert!(first_sight <= 100, "{first_sight}");
     assert_eq!(
         maps[0]["x-portcullis-assertion"],
         maps[999]["x-portcullis-assertion"]
     );
+}
+
+/// The whole stack as the policy assembles it (propagate, authenticate, authorize, map claims,
+/// rate limit) on a cached token and a known rate-limit key, around a service whose response
+/// already has headers (as every real one does). Request headers are shared `Bytes`, as hyper
+/// parses them, so cloning one is a refcount.
+fn whole_stack(validator: &portcullis::jwt::Validator, token: &str) {
+    use portcullis::propagate::PropagateLayer;
+    use portcullis::rate_limit::{Limit, RateLimitLayer};
+
+    let routes = Routes::new([Route::new("/orders/**").unwrap().scopes_all(["read"])]);
+    let limit = || {
+        Limit::new(
+            "per-user",
+            "claim:sub".parse().unwrap(),
+            Quota::per_second(std::num::NonZeroU32::new(1_000_000).unwrap()),
+        )
+        .unwrap()
+    };
+    let service = |rate_limit_headers: bool| {
+        PropagateLayer::new().layer(
+            JwtAuthLayer::new(validator.clone())
+                .routes(routes.clone())
+                .layer(
+                    AuthorizeLayer::new(routes.clone()).layer(
+                        MapClaimsLayer::new([("x-user-id", "sub")]).unwrap().layer(
+                            RateLimitLayer::new([limit()])
+                                .headers(rate_limit_headers)
+                                .layer(service_fn(|_req: Request<()>| {
+                                    let mut response = Response::new(());
+                                    response.headers_mut().insert(
+                                        "content-type",
+                                        http::HeaderValue::from_static("application/json"),
+                                    );
+                                    std::future::ready(Ok::<_, Infallible>(response))
+                                })),
+                        ),
+                    ),
+                ),
+        )
+    };
+    let bearer =
+        http::HeaderValue::from_maybe_shared(bytes::Bytes::from(format!("Bearer {token}")))
+            .unwrap();
+    let _shared = bearer.clone();
+    let requests = |n: usize, with_ids: bool| -> Vec<Request<()>> {
+        (0..n)
+            .map(|_| {
+                let mut req = Request::get("/orders/42").body(()).unwrap();
+                let headers = req.headers_mut();
+                headers.reserve(16);
+                headers.insert("authorization", bearer.clone());
+                if with_ids {
+                    headers.insert("x-request-id", http::HeaderValue::from_static("req-1"));
+                    headers.insert(
+                        "traceparent",
+                        http::HeaderValue::from_static(
+                            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                        ),
+                    );
+                }
+                req
+            })
+            .collect()
+    };
+    // The baseline: the service alone.
+    let mut bare = service_fn(|_req: Request<()>| {
+        let mut response = Response::new(());
+        response.headers_mut().insert(
+            "content-type",
+            http::HeaderValue::from_static("application/json"),
+        );
+        std::future::ready(Ok::<_, Infallible>(response))
+    });
+    let bare_blocks = blocks_to_serve(&mut bare, requests(100, true));
+    let inner = || {
+        service_fn(|_req: Request<()>| {
+            let mut response = Response::new(());
+            response.headers_mut().insert(
+                "content-type",
+                http::HeaderValue::from_static("application/json"),
+            );
+            std::future::ready(Ok::<_, Infallible>(response))
+        })
+    };
+    let per_request = |service: &mut dyn FnMut(Vec<Request<()>>) -> u64, with_ids: bool| {
+        // One request first: one-time set-up (callsites, metric handles) is not per request.
+        service(requests(1, with_ids));
+        (service(requests(100, with_ids)) - bare_blocks) / 100
+    };
+
+    // Propagate alone, the client's request id kept, no trace context: the RequestContext
+    // (one Arc) and the request's extensions (the map, its table, the boxed entry).
+    let mut propagate = PropagateLayer::new().trace_context(false).layer(inner());
+    let blocks = per_request(&mut |r| blocks_to_serve(&mut propagate, r), true);
+    dhat::assert_eq!(blocks, 4);
+    // With trace context: + the child traceparent.
+    let mut propagate = PropagateLayer::new().layer(inner());
+    let blocks = per_request(&mut |r| blocks_to_serve(&mut propagate, r), true);
+    dhat::assert_eq!(blocks, 5);
+
+    // The whole stack: + the boxed Arc<Identity> in the extensions. Authorize, MapClaims and
+    // the rate limit's known key add nothing.
+    let mut stack = service(false);
+    let blocks = per_request(&mut |r| blocks_to_serve(&mut stack, r), true);
+    dhat::assert_eq!(blocks, 6);
+    // No request id from the client: + the new id (shared by request, context and response).
+    let blocks = per_request(&mut |r| blocks_to_serve(&mut stack, r), false);
+    dhat::assert_eq!(blocks, 7);
+    // RateLimit headers on: + the RateLimit value (RateLimit-Policy is built once and shared).
+    let mut stack = service(true);
+    let blocks = per_request(&mut |r| blocks_to_serve(&mut stack, r), true);
+    dhat::assert_eq!(blocks, 7);
 }

@@ -62,19 +62,19 @@ impl fmt::Debug for Limit {
 }
 
 fn is_sf_token(name: &str) -> bool {
-    !name.is_empty()
+    (1..=64).contains(&name.len())
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }
 
 impl Limit {
-    /// A limit named `name` (a structured-field token: letters, digits, `-_.:`), counting by
+    /// A limit named `name` (a structured-field token of at most 64 letters, digits, `-_.:`), counting by
     /// `key`, with an in-memory store of at most 100 000 keys.
     pub fn new(name: &str, key: RateKey, quota: Quota) -> Result<Self, ConfigError> {
         if !is_sf_token(name) {
             return Err(ConfigError::InvalidHeader(format!(
-                "rate-limit name {name:?}: use letters, digits and -_.:"
+                "rate-limit name {name:?}: use 1 to 64 letters, digits and -_.:"
             )));
         }
         let mut limit = Self {
@@ -453,14 +453,21 @@ impl Config {
     }
 
     fn rate_limit_value(&self, outcome: &Outcome) -> Option<HeaderValue> {
+        use std::io::Write as _;
         let limit = &self.limits[outcome.limit];
-        let value = format!(
+        // Formatted on the stack, then copied once into the header value.
+        let mut buf = [0u8; 128];
+        let mut cursor = std::io::Cursor::new(&mut buf[..]);
+        write!(
+            cursor,
             "\"{}\";r={};t={}",
             limit.name,
             outcome.decision.remaining,
             outcome.decision.reset_secs()
-        );
-        HeaderValue::try_from(value).ok()
+        )
+        .ok()?;
+        let len = usize::try_from(cursor.position()).ok()?;
+        HeaderValue::from_bytes(&buf[..len]).ok()
     }
 
     fn add_headers(&self, headers: &mut http::HeaderMap, outcomes: &[Option<Outcome>; REPORTED]) {
