@@ -269,6 +269,125 @@ mod rate_limit {
     }
 }
 
+mod propagate {
+    use super::*;
+    use std::convert::Infallible;
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    use http::{HeaderValue, Request, Response};
+    use portcullis::authz::{Route, Routes};
+    use portcullis::claims::MapClaimsLayer;
+    use portcullis::propagate::{PropagateLayer, TraceParent};
+    use portcullis::rate_limit::{Limit, Quota, RateLimitLayer};
+    use tower_layer::Layer;
+    use tower_service::Service;
+
+    const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    /// Calls and polls once (every layer and the no-op service answer at once).
+    fn serve<S>(service: &mut S, request: Request<()>) -> Response<()>
+    where
+        S: Service<Request<()>, Response = Response<()>, Error = Infallible>,
+    {
+        let mut cx = Context::from_waker(Waker::noop());
+        let future = pin!(service.call(request));
+        match future.poll(&mut cx) {
+            Poll::Ready(Ok(response)) => response,
+            _ => unreachable!("ready at once"),
+        }
+    }
+
+    fn noop() -> impl Service<Request<()>, Response = Response<()>, Error = Infallible> + Clone {
+        tower::service_fn(|_: Request<()>| {
+            std::future::ready(Ok::<_, Infallible>(Response::new(())))
+        })
+    }
+
+    /// The propagate layer per request (ids from the client, or made here), the traceparent
+    /// parser, and the whole stack on a cached token.
+    pub(super) fn bench(c: &mut Criterion) {
+        let mut group = c.benchmark_group("propagate");
+        let request = |ids: bool| {
+            let mut request = Request::get("/orders/42").body(()).unwrap();
+            if ids {
+                let headers = request.headers_mut();
+                headers.insert("x-request-id", HeaderValue::from_static("req-1"));
+                headers.insert("traceparent", HeaderValue::from_static(PARENT));
+            }
+            request
+        };
+        let mut layer = PropagateLayer::new().layer(noop());
+        group.bench_function("layer_ids_from_client", |b| {
+            b.iter_batched(
+                || request(true),
+                |r| serve(&mut layer, r),
+                criterion::BatchSize::SmallInput,
+            )
+        });
+        group.bench_function("layer_ids_made_here", |b| {
+            b.iter_batched(
+                || request(false),
+                |r| serve(&mut layer, r),
+                criterion::BatchSize::SmallInput,
+            )
+        });
+        group.bench_function("traceparent_parse_and_child", |b| {
+            b.iter(|| {
+                TraceParent::parse(black_box(PARENT.as_bytes()))
+                    .unwrap()
+                    .child([1; 8])
+                    .unwrap()
+                    .to_bytes()
+            })
+        });
+        group.finish();
+
+        // Propagate, authenticate (cached), authorize, claims to a header, rate limit (known
+        // key), around a no-op service.
+        let (validator, cases) = cases();
+        let token = &cases[1].token;
+        let routes = Routes::new([Route::new("/orders/**")
+            .unwrap()
+            .scopes_all(["read:orders"])]);
+        let limit = Limit::new(
+            "per-user",
+            "claim:sub".parse().unwrap(),
+            Quota::per_second(std::num::NonZeroU32::new(1_000_000_000).unwrap()),
+        )
+        .unwrap();
+        let mut stack = PropagateLayer::new().layer(
+            JwtAuthLayer::new(validator).routes(routes.clone()).layer(
+                portcullis::authz::AuthorizeLayer::new(routes).layer(
+                    MapClaimsLayer::new([("x-user-id", "sub")])
+                        .unwrap()
+                        .layer(RateLimitLayer::new([limit]).layer(noop())),
+                ),
+            ),
+        );
+        let bearer = HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
+        let _shared = bearer.clone();
+        let mut group = c.benchmark_group("stack");
+        group.bench_function("full_cached", |b| {
+            b.iter_batched(
+                || {
+                    let mut r = request(true);
+                    r.headers_mut().insert("authorization", bearer.clone());
+                    r
+                },
+                |r| {
+                    let response = serve(&mut stack, r);
+                    assert_eq!(response.status(), 200);
+                    response
+                },
+                criterion::BatchSize::SmallInput,
+            )
+        });
+        group.finish();
+    }
+}
+
 #[cfg(feature = "redis")]
 #[path = "../tests/common/redis_server.rs"]
 #[allow(unreachable_pub, dead_code)]
@@ -334,7 +453,7 @@ mod redis {
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
-    targets = verify::bench, cache::bench, authz::bench, claims::bench, rate_limit::bench
+    targets = verify::bench, cache::bench, authz::bench, claims::bench, rate_limit::bench, propagate::bench
 }
 
 #[cfg(feature = "redis")]

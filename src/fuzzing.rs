@@ -226,3 +226,41 @@ pub fn client_ip(data: &[u8]) {
         .collect();
     assert_eq!(by(TrustedProxies::Networks(private), outsider), outsider);
 }
+
+/// `traceparent` and `tracestate` parsing over arbitrary bytes (the first byte chooses). An
+/// accepted `traceparent` writes back to the same bytes (its first 55, for a later version
+/// with more fields) and its child parses; a `tracestate` (lines split at `\n`) that is
+/// canonical rewrites to itself, and any valid one rewrites to a canonical value.
+pub fn trace_context(data: &[u8]) {
+    use crate::propagate::{TraceParent, TraceState, canonical_tracestate, check_tracestate};
+    let Some((&which, rest)) = data.split_first() else {
+        return;
+    };
+    if which & 1 == 0 {
+        if let Ok(parent) = TraceParent::parse(rest) {
+            assert_eq!(&parent.to_bytes()[..], &rest[..55]);
+            assert!(rest.len() == 55 || parent.version() != 0);
+            let child = parent.child([7; 8]).expect("non-zero span id");
+            assert_eq!(TraceParent::parse(&child.to_bytes()), Ok(child));
+            assert_eq!(child.trace_id(), parent.trace_id());
+        }
+        return;
+    }
+    let lines = || rest.split(|b| *b == b'\n');
+    let state = check_tracestate(lines());
+    let rewritten = canonical_tracestate(lines());
+    match state {
+        TraceState::Invalid => assert!(rewritten.is_none()),
+        TraceState::Canonical => assert_eq!(rewritten.as_deref(), Some(rest)),
+        TraceState::Rewrite => {
+            let rewritten = rewritten.expect("valid");
+            if !rewritten.is_empty() {
+                assert_eq!(check_tracestate([&rewritten[..]]), TraceState::Canonical);
+            }
+            assert_eq!(
+                canonical_tracestate([&rewritten[..]]).as_deref(),
+                Some(&rewritten[..])
+            );
+        }
+    }
+}

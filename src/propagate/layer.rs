@@ -218,8 +218,13 @@ impl<S: fmt::Debug> fmt::Debug for Propagate<S> {
 }
 
 impl Config {
-    /// The request's id: the client's when acceptable, else a new one.
-    fn request_id(&self, headers: &HeaderMap, extensions: &http::Extensions) -> HeaderValue {
+    /// The request's id: the client's when acceptable (`true`: it is already the request's
+    /// only value), else a new one.
+    fn request_id(
+        &self,
+        headers: &HeaderMap,
+        extensions: &http::Extensions,
+    ) -> (HeaderValue, bool) {
         let mut incoming = headers.get_all(&self.request_id).iter();
         if let (Some(value), None) = (incoming.next(), incoming.next())
             && valid_request_id(value.as_bytes())
@@ -231,12 +236,13 @@ impl Config {
                     .is_some_and(|ip| networks.iter().any(|n| n.contains(ip))),
             };
             if trusted {
-                return value.clone();
+                return (value.clone(), true);
             }
         }
         // One allocation, shared by the request, the context and the response (refcounts).
-        HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(new_request_id()))
-            .expect("a UUID is a valid header value")
+        let id = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(new_request_id()))
+            .expect("a UUID is a valid header value");
+        (id, false)
     }
 
     /// Reads the incoming trace context and rewrites the headers for the upstream.
@@ -308,10 +314,12 @@ where
         if config.strip_hop_by_hop {
             remove_hop_by_hop(request.headers_mut());
         }
-        let request_id = config.request_id(request.headers(), request.extensions());
-        request
-            .headers_mut()
-            .insert(config.request_id.clone(), request_id.clone());
+        let (request_id, kept) = config.request_id(request.headers(), request.extensions());
+        if !kept {
+            request
+                .headers_mut()
+                .insert(config.request_id.clone(), request_id.clone());
+        }
         let trace = config
             .trace_context
             .then(|| config.trace(request.headers_mut()));

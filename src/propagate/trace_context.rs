@@ -181,24 +181,36 @@ impl<const N: usize> fmt::Debug for HexId<N> {
     }
 }
 
-fn hex_digit(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        // Upper case is invalid in traceparent.
-        _ => None,
+/// Lower-case hex digit values; 0xff marks anything else (upper case is invalid here).
+const HEX: [u8; 256] = {
+    let mut table = [0xff; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
     }
-}
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
 
 fn hex_byte(two: &[u8]) -> Option<u8> {
-    Some(hex_digit(two[0])? << 4 | hex_digit(two[1])?)
+    let (hi, lo) = (HEX[usize::from(two[0])], HEX[usize::from(two[1])]);
+    ((hi | lo) & 0xf0 == 0).then_some(hi << 4 | lo)
 }
 
 fn hex_into(text: &[u8], out: &mut [u8]) -> Option<()> {
+    // Decode everything, then check once: no branch per digit.
+    let mut bad = 0u8;
     for (pair, byte) in text.chunks_exact(2).zip(out.iter_mut()) {
-        *byte = hex_byte(pair)?;
+        let (hi, lo) = (HEX[usize::from(pair[0])], HEX[usize::from(pair[1])]);
+        bad |= hi | lo;
+        *byte = hi << 4 | (lo & 0x0f);
     }
-    Some(())
+    (bad & 0xf0 == 0).then_some(())
 }
 
 fn write_hex(bytes: &[u8], out: &mut [u8]) {
