@@ -2,17 +2,20 @@
 //! `cargo run --example gateway -- --listen 127.0.0.1:8080`.
 //!
 //! A small identity-aware gateway: an embedded demo issuer (an ES256 key pair made at start),
-//! routes with rules, `JwtAuthLayer`, `AuthorizeLayer` and `MapClaimsLayer` (identity headers
-//! and a signed assertion) in front of an echo upstream that answers with the method, path and
-//! headers that reached it. The assertion's JWKS is served at
-//! `/.well-known/portcullis/jwks.json`. It prints a valid token and curl lines, then
-//! `listening on http://ADDR`.
+//! routes with rules, and the whole stack — `PropagateLayer` (request id, trace context,
+//! hop-by-hop headers, audit events), `JwtAuthLayer`, `AuthorizeLayer`, `MapClaimsLayer`
+//! (identity headers and a signed assertion) and `RateLimitLayer` — in front of an echo
+//! upstream that answers with the method, path and headers that reached it. The assertion's
+//! JWKS is served at `/.well-known/portcullis/jwks.json`, metrics in Prometheus text format at
+//! `/metrics`. It prints a valid token and curl lines, then `listening on http://ADDR`.
+//! Audit events go to standard error (`RUST_LOG`-style filtering is left to real deployments).
 //! SIGINT or SIGTERM stops accepting, finishes in-flight requests and exits 0.
 //!
 //! Policy files (`--policy FILE`) and the full proxy arrive with the policy module.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -26,6 +29,8 @@ use portcullis::authz::{Auth, AuthorizeLayer, Route, Routes};
 use portcullis::claims::{AssertionSigner, MapClaimsLayer};
 use portcullis::jwt::{Identity, Issuer, JwtAuthLayer, Validator};
 use portcullis::keys::{Key, KeySet};
+use portcullis::propagate::PropagateLayer;
+use portcullis::rate_limit::{Limit, Quota};
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use serde_json::json;
@@ -86,6 +91,19 @@ async fn main() -> ExitCode {
         }
     }
 
+    // Metrics first, so the layers' counters reach this recorder; audit events to stderr.
+    let metrics = match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+        Ok(handle) => handle,
+        Err(err) => {
+            eprintln!("cannot install the metrics recorder: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(true)
+        .init();
+
     // The demo issuer: a fresh ES256 key pair.
     portcullis::crypto::install();
     let rng = SystemRandom::new();
@@ -121,6 +139,7 @@ async fn main() -> ExitCode {
         Route::new("/.well-known/portcullis/jwks.json")
             .expect("a pattern")
             .auth(Auth::None),
+        Route::new("/metrics").expect("a pattern").auth(Auth::None),
         Route::new("/orders/**")
             .expect("a pattern")
             .methods([Method::POST, Method::PUT, Method::DELETE])
@@ -141,6 +160,15 @@ async fn main() -> ExitCode {
         .remove_authorization(true)
         .assertion(signer);
 
+    // 10 requests at once per subject (per client IP without a token), then one a second.
+    let rate_limit = portcullis::rate_limit::RateLimitLayer::new([Limit::new(
+        "per-subject",
+        "claim:sub".parse().expect("a key"),
+        Quota::per_minute(NonZeroU32::new(60).expect("non-zero"))
+            .burst(NonZeroU32::new(10).expect("non-zero")),
+    )
+    .expect("a valid limit")]);
+
     let app = Router::new()
         .route("/{*path}", any(echo))
         .route("/", any(echo))
@@ -149,11 +177,17 @@ async fn main() -> ExitCode {
             "/.well-known/portcullis/jwks.json",
             get(move || async move { axum::Json(jwks) }),
         )
+        .route(
+            "/metrics",
+            get(move || std::future::ready(metrics.render())),
+        )
         .layer(
             tower::ServiceBuilder::new()
+                .layer(PropagateLayer::new().remove_hop_by_hop(true))
                 .layer(JwtAuthLayer::new(validator).routes(routes.clone()))
                 .layer(AuthorizeLayer::new(routes))
-                .layer(mapping),
+                .layer(mapping)
+                .layer(rate_limit),
         );
 
     let listener = match tokio::net::TcpListener::bind(listen).await {
@@ -179,6 +213,12 @@ async fn main() -> ExitCode {
     println!(
         "curl -i -H 'Authorization: Bearer {token}' -H 'X-User-Id: admin' http://{addr}/orders/42"
     );
+    println!("# 429 with Retry-After once the burst of 10 is spent (RateLimit headers on each):");
+    println!(
+        "for i in $(seq 12); do curl -s -o /dev/null -w '%{{http_code}} ' -H 'Authorization: Bearer {token}' http://{addr}/orders/42; done; echo"
+    );
+    println!("# decisions, rate-limit results and latency, in Prometheus text format:");
+    println!("curl -s http://{addr}/metrics");
     println!("# the keys that verify the x-portcullis-assertion header the upstream receives:");
     println!("curl -i http://{addr}/.well-known/portcullis/jwks.json");
     println!("# 200, a public route:");
@@ -186,9 +226,12 @@ async fn main() -> ExitCode {
     println!();
     println!("listening on http://{addr}");
 
-    match axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
+    match axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
     {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -101,6 +101,7 @@ pub(crate) enum LimitResult {
     Admitted = 0,
     Denied = 1,
     ShadowDenied = 2,
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     StoreError = 3,
 }
 

@@ -46,6 +46,8 @@ fn start() -> Gateway {
     let child = Command::new(example_binary())
         .args(["--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
+        // Audit events go to standard error.
+        .stderr(Stdio::null())
         .spawn()
         .expect("the example is built by cargo test");
     // Owned by the guard from here on, so the process is killed and reaped on every path.
@@ -141,6 +143,65 @@ async fn demo_mode_answers_as_printed_and_stops_on_sigterm() {
         get(gateway.addr, "/health", None).await,
         (StatusCode::OK, "ok".to_owned())
     );
+
+    // The request id comes back on the gateway's own 401, a trace reaches the upstream, and
+    // hop-by-hop headers do not.
+    let (status, headers, _) =
+        common::http_get(gateway.addr, "/orders/42", &[("x-request-id", "r-401")]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(headers["x-request-id"], "r-401");
+    let (_, headers, body) = common::http_get(
+        gateway.addr,
+        "/orders/42",
+        &[
+            ("authorization", &bearer),
+            ("connection", "x-hop"),
+            ("x-hop", "1"),
+        ],
+    )
+    .await;
+    let echo: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let id = headers["x-request-id"].to_str().unwrap();
+    assert_eq!(
+        echo["headers"]["x-request-id"], id,
+        "a new id, the same both ways"
+    );
+    assert_eq!(echo["headers"]["traceparent"].as_str().unwrap().len(), 55);
+    assert!(echo["headers"].get("x-hop").is_none());
+    assert!(headers.contains_key("ratelimit"));
+
+    // The burst of 10 per subject is spent: 429 with Retry-After.
+    let mut limited = None;
+    for _ in 0..12 {
+        let (status, headers, _) =
+            common::http_get(gateway.addr, "/orders/42", &[("authorization", &bearer)]).await;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some(headers);
+            break;
+        }
+    }
+    let limited = limited.expect("a 429 after the burst");
+    assert!(
+        limited["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+
+    // Metrics, in Prometheus text format.
+    let (status, metrics) = get(gateway.addr, "/metrics", None).await;
+    assert_eq!(status, StatusCode::OK);
+    for line in [
+        r#"portcullis_decisions_total{outcome="allowed",reason="none"}"#,
+        r#"portcullis_decisions_total{outcome="rejected",reason="rate_limited"}"#,
+        r#"portcullis_decisions_total{outcome="rejected",reason="insufficient_scope"}"#,
+        r#"portcullis_rate_limit_total{limit="per-subject",result="denied"}"#,
+        "portcullis_decision_seconds",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
 
     let pid = gateway.child.id().to_string();
     assert!(
