@@ -15,6 +15,8 @@
 //! - [`claims`]: claim paths and header-safe rendering of claim values.
 //! - [`rate_limit`]: GCRA per key, a bounded in-memory store, and
 //!   [`RateLimitLayer`](rate_limit::RateLimitLayer) with IETF `RateLimit` headers.
+//! - [`propagate`]: request ids, W3C trace context, header propagation, hop-by-hop headers and
+//!   audit events, in [`PropagateLayer`](propagate::PropagateLayer), which goes outermost.
 //! - [`crypto`]: algorithms, and a `jsonwebtoken` crypto provider backed by `ring`.
 //! - [`clock`]: injectable time.
 //!
@@ -52,14 +54,17 @@
 //! ```
 //!
 //! Guides: [`guide::validation`], [`guide::keys`], [`guide::authorization`],
-//! [`guide::rate_limiting`].
+//! [`guide::rate_limiting`], [`guide::observability`].
 //!
 //! # Features
 //!
-//! - `axum`: the [`Authenticated`](jwt::Authenticated) extractor for axum handlers.
+//! - `axum`: the [`Authenticated`](jwt::Authenticated) extractor for axum handlers, and axum's
+//!   `ConnectInfo` read as the client's address.
 //! - `redis`: `RedisStore`, rate limits shared by a fleet of replicas through Redis.
 //! - `jwks`: `RemoteJwks`, a JWKS over HTTP(S) with background refresh, and OIDC / RFC 8414
 //!   discovery (hyper-util, rustls with ring).
+//! - `metrics`: counters and a latency histogram through the `metrics` facade (decisions by
+//!   reason, rate-limit results, key fetches, store errors).
 //!
 //! The crate forbids `unsafe` code. Tokens, keys and secrets never appear in an error message or
 //! a `Debug` string.
