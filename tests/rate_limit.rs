@@ -440,3 +440,58 @@ async fn axum_connect_info_is_the_peer() {
     // One bucket for the one peer, whatever x-bucket says.
     assert_eq!(second, StatusCode::TOO_MANY_REQUESTS);
 }
+
+#[test]
+fn limits_scoped_to_routes() {
+    use portcullis::authz::{Route, Routes};
+    use portcullis::rate_limit::Scope;
+    let routes = Routes::new([
+        Route::new("/writes/**").unwrap(),
+        Route::new("/reads/**").unwrap(),
+    ]);
+    let writes = Limit::new("writes", "global".parse().unwrap(), Quota::per_hour(n(1)))
+        .unwrap()
+        .scope(Scope::Routes {
+            routes: [0].into(),
+            unmatched: false,
+        });
+    let default = Limit::new("default", "global".parse().unwrap(), Quota::per_hour(n(2)))
+        .unwrap()
+        .scope(Scope::Routes {
+            routes: [1].into(),
+            unmatched: true,
+        });
+    let layer = RateLimitLayer::new([writes, default])
+        .routes(routes)
+        .clock(manual());
+    let send_to = |path: &str| {
+        let service = layer.layer(service_fn(|_: Request<String>| async {
+            Ok::<_, Infallible>(Response::new(String::new()))
+        }));
+        let request = Request::get(path).body(String::new()).unwrap();
+        let response = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(service.oneshot(request))
+            .unwrap();
+        let reported: Vec<String> = response
+            .headers()
+            .get_all("ratelimit")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        (response.status(), reported)
+    };
+    // The writes route counts only against "writes".
+    let (status, reported) = send_to("/writes/1");
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(reported, [r#""writes";r=0;t=3600"#]);
+    assert_eq!(send_to("/writes/2").0, StatusCode::TOO_MANY_REQUESTS);
+    // Reads and unmatched paths share "default", untouched by the writes.
+    assert_eq!(
+        send_to("/reads/1"),
+        (StatusCode::OK, vec![r#""default";r=1;t=1800"#.to_owned()])
+    );
+    assert_eq!(send_to("/elsewhere").0, StatusCode::OK);
+    assert_eq!(send_to("/reads/2").0, StatusCode::TOO_MANY_REQUESTS);
+}

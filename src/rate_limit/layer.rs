@@ -45,8 +45,37 @@ pub struct Limit {
     tiers: Option<(ClaimPath, Tiers)>,
     backend: Backend,
     policies: Box<[HeaderValue]>,
+    scope: Scope,
     #[cfg(feature = "metrics")]
     counters: crate::telemetry::LimitCounters,
+}
+
+/// Where a [`Limit`] applies, by the route a request matches in the layer's
+/// [`routes`](RateLimitLayer::routes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Scope {
+    /// Every request (the default).
+    #[default]
+    Everywhere,
+    /// Requests matching one of these routes (indices into the layer's routes), and, when
+    /// `unmatched` is true, requests matching none (or with no routes configured).
+    Routes {
+        /// The route indices.
+        routes: Box<[usize]>,
+        /// Whether requests matching no route count too.
+        unmatched: bool,
+    },
+}
+
+impl Scope {
+    fn applies(&self, route: Option<usize>) -> bool {
+        match (self, route) {
+            (Scope::Everywhere, _) => true,
+            (Scope::Routes { routes, .. }, Some(i)) => routes.contains(&i),
+            (Scope::Routes { unmatched, .. }, None) => *unmatched,
+        }
+    }
 }
 
 impl fmt::Debug for Limit {
@@ -84,11 +113,19 @@ impl Limit {
             tiers: None,
             backend: Backend::Memory(Arc::new(MemoryStore::new(DEFAULT_MAX_KEYS))),
             policies: Box::default(),
+            scope: Scope::Everywhere,
             #[cfg(feature = "metrics")]
             counters: Default::default(),
         };
         limit.policies = limit.build_policies()?;
         Ok(limit)
+    }
+
+    /// Where the limit applies (default: every request); route indices refer to the layer's
+    /// [`routes`](RateLimitLayer::routes).
+    pub fn scope(mut self, scope: Scope) -> Self {
+        self.scope = scope;
+        self
     }
 
     /// Quotas chosen by the claim at `path` (`plan` = `gold` → its quota); other values and
@@ -336,13 +373,21 @@ impl Config {
         u64::try_from(self.clock.now().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    fn route<'r, B>(&'r self, request: &Request<B>) -> Option<&'r str> {
+    /// The matched route: its index and pattern.
+    fn route<'r, B>(&'r self, request: &Request<B>) -> Option<(usize, &'r str)> {
         self.routes.as_ref().and_then(|routes| {
             routes
                 .resolve(request.method(), request.uri().path())
                 .ok()
                 .flatten()
-                .map(|r| r.pattern())
+                .map(|r| {
+                    let index = routes
+                        .routes()
+                        .iter()
+                        .position(|candidate| std::ptr::eq(candidate, r))
+                        .unwrap_or(usize::MAX);
+                    (index, r.pattern())
+                })
         })
     }
 
@@ -375,13 +420,18 @@ impl Config {
         request: &Request<B>,
         outcomes: &mut [Option<Outcome>; REPORTED],
     ) -> Option<Outcome> {
-        let view = RequestView::of(request, self.route(request));
+        let route = self.route(request);
+        let index = route.map(|(i, _)| i);
+        let view = RequestView::of(request, route.map(|(_, pattern)| pattern));
         let cost = self.request_cost(request);
         let now = self.now();
         for (i, limit) in self.limits.iter().enumerate() {
             let Some(store) = limit.memory_store() else {
                 continue;
             };
+            if !limit.scope.applies(index) {
+                continue;
+            }
             let key = self.key_with(limit, &view, || store.key()).finish();
             let (tier, quota) = limit.quota_for(&view);
             let decision = store.check(key, quota, now, cost);
@@ -397,6 +447,9 @@ impl Config {
                 // Every earlier limit admitted, so each was charged: take those charges back.
                 // Keys are recomputed (a hash, no allocation) on this, the denial path.
                 for earlier in &self.limits[..i] {
+                    if !earlier.scope.applies(index) {
+                        continue;
+                    }
                     if let Some(store) = earlier.memory_store() {
                         let key = self.key_with(earlier, &view, || store.key()).finish();
                         let (_, quota) = earlier.quota_for(&view);
@@ -634,13 +687,16 @@ impl Config {
         self: &Arc<Self>,
         request: &Request<B>,
     ) -> Pin<Box<dyn Future<Output = Checked> + Send>> {
-        let view = RequestView::of(request, self.route(request));
+        let route = self.route(request);
+        let index = route.map(|(i, _)| i);
+        let view = RequestView::of(request, route.map(|(_, pattern)| pattern));
         let cost = self.request_cost(request);
         let now = self.now();
         let plan: Vec<(usize, usize, PlannedKey)> = self
             .limits
             .iter()
             .enumerate()
+            .filter(|(_, limit)| limit.scope.applies(index))
             .map(|(i, limit)| {
                 let (tier, _) = limit.quota_for(&view);
                 let key = match &limit.backend {

@@ -34,7 +34,7 @@ pub use gcra::{Decision, Quota};
 pub use key::{ClientIp, ForwardedHeader, IpNet, PeerAddr, RateKey, TrustedProxies, client_ip};
 pub use layer::{
     Limit, RATELIMIT, RATELIMIT_POLICY, RateLimit, RateLimitLayer, RateLimitUnavailable,
-    RateLimited, ResponseFuture,
+    RateLimited, ResponseFuture, Scope,
 };
 pub use memory::{KeyParts, MemoryStore};
 #[cfg(feature = "redis")]
