@@ -14,3 +14,7 @@ pub mod rate_limiting {}
 
 #[doc = include_str!("../docs/observability.md")]
 pub mod observability {}
+
+#[cfg(feature = "policy")]
+#[doc = include_str!("../docs/policy.md")]
+pub mod policy {}

@@ -80,6 +80,8 @@ pub mod fuzzing;
 pub mod guide;
 pub mod jwt;
 pub mod keys;
+#[cfg(feature = "policy")]
+pub mod policy;
 pub mod propagate;
 pub mod rate_limit;
 #[cfg(feature = "metrics")]

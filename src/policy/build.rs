@@ -1,0 +1,540 @@
+//! From a read policy file to layers: every check that needs more than one value, the local
+//! keys loaded, then (asynchronously) remote key sets and Redis, and the stack assembled.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tower_layer::Layer;
+
+use super::file::{KeysSection, PolicyFile, StoreValue};
+use super::{Locator, Policy, PolicyError};
+use crate::authz::{Authorize, AuthorizeLayer, Route, Routes};
+use crate::claims::{AssertionSigner, ClaimPath, MapClaims, MapClaimsLayer};
+use crate::crypto::{Algorithm, KeyKind};
+use crate::jwt::{Issuer, JwtAuth, JwtAuthLayer, Validator};
+use crate::keys::KeySet;
+use crate::propagate::{Propagate, PropagateLayer, TrustIncoming};
+use crate::rate_limit::{IpNet, Limit, RateLimit, RateLimitLayer, Scope};
+
+/// Where an issuer's keys come from, once local files are read.
+#[derive(Clone)]
+pub(crate) enum KeysFrom {
+    Local(KeySet),
+    #[cfg_attr(not(feature = "jwks"), allow(dead_code))]
+    JwksUrl(String),
+    #[cfg_attr(not(feature = "jwks"), allow(dead_code))]
+    Discovery,
+}
+
+/// What the checks produce: everything but what needs the network.
+#[derive(Clone)]
+pub(crate) struct Resolved {
+    keys: Vec<KeysFrom>,
+    algorithms: Vec<Vec<Algorithm>>,
+    routes: Routes,
+    scopes: Vec<Scope>,
+    mapping: MapClaimsLayer,
+    propagate: PropagateLayer,
+}
+
+fn kind_name(kind: KeyKind) -> &'static str {
+    match kind {
+        KeyKind::Hmac => "an HMAC secret",
+        KeyKind::Rsa => "an RSA key",
+        KeyKind::EcP256 => "a P-256 key",
+        KeyKind::EcP384 => "a P-384 key",
+        KeyKind::Ed25519 => "an Ed25519 key",
+    }
+}
+
+pub(crate) fn resolve(
+    file: &PolicyFile,
+    base: &Path,
+    at: &Locator<'_>,
+) -> Result<Resolved, PolicyError> {
+    let path = |p: &str| -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base.join(p)
+        }
+    };
+
+    // Issuers: exactly one key source each; algorithms its keys can verify; audiences stated.
+    let mut keys = Vec::new();
+    let mut algorithms = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for issuer in &file.issuers {
+        let span = issuer.span();
+        let issuer = issuer.get_ref();
+        if !seen.insert(issuer.issuer.clone()) {
+            return Err(at.error(
+                span,
+                format!("issuer {:?} is configured twice", issuer.issuer),
+            ));
+        }
+        if issuer.audiences.is_none() {
+            return Err(at.error(
+                span,
+                format!(
+                    "issuer {:?}: audiences is required (audiences = [] accepts any audience)",
+                    issuer.issuer
+                ),
+            ));
+        }
+        let keys_span = issuer.keys.span();
+        let section: &KeysSection = issuer.keys.get_ref();
+        let given = [
+            section.jwks_url.is_some(),
+            section.discovery == Some(true),
+            section.jwks_file.is_some(),
+            section.pem_files.is_some(),
+            section.hmac_secret_env.is_some(),
+            section.hmac_secret_file.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() != 1 {
+            return Err(at.error(
+                keys_span,
+                "keys: set exactly one of jwks_url, discovery = true, jwks_file, pem_files, \
+                 hmac_secret_env, hmac_secret_file",
+            ));
+        }
+        let bad_keys = |e: crate::ConfigError| at.error(keys_span.clone(), format!("keys: {e}"));
+        let from = if let Some(url) = &section.jwks_url {
+            if !cfg!(feature = "jwks") {
+                return Err(at.error(keys_span, "keys.jwks_url needs the crate's jwks feature"));
+            }
+            KeysFrom::JwksUrl(url.clone())
+        } else if section.discovery == Some(true) {
+            if !cfg!(feature = "jwks") {
+                return Err(at.error(keys_span, "keys.discovery needs the crate's jwks feature"));
+            }
+            KeysFrom::Discovery
+        } else if let Some(file) = &section.jwks_file {
+            KeysFrom::Local(KeySet::from_jwks_file(path(file)).map_err(bad_keys)?)
+        } else if let Some(files) = &section.pem_files {
+            let mut all = String::new();
+            for file in files {
+                let text = std::fs::read_to_string(path(file)).map_err(|e| {
+                    at.error(keys_span.clone(), format!("keys: pem file {file:?}: {e}"))
+                })?;
+                all.push_str(&text);
+                all.push('\n');
+            }
+            KeysFrom::Local(KeySet::from_pem(&all).map_err(bad_keys)?)
+        } else if let Some(var) = &section.hmac_secret_env {
+            KeysFrom::Local(KeySet::hmac_from_env(var).map_err(bad_keys)?)
+        } else {
+            let file = section.hmac_secret_file.as_deref().unwrap_or_default();
+            KeysFrom::Local(KeySet::hmac_from_file(path(file)).map_err(bad_keys)?)
+        };
+        let hmac = section.hmac_secret_env.is_some() || section.hmac_secret_file.is_some();
+        let allowed: Vec<Algorithm> = match &issuer.algorithms {
+            Some(list) => {
+                let span = list.span();
+                let list: Vec<Algorithm> = list.get_ref().iter().map(|a| a.0).collect();
+                if list.is_empty() {
+                    return Err(at.error(span, "algorithms: name at least one"));
+                }
+                for alg in &list {
+                    let kind = alg.key_kind();
+                    if hmac != (kind == KeyKind::Hmac) {
+                        let source = if hmac {
+                            "an HMAC secret"
+                        } else {
+                            "public keys"
+                        };
+                        return Err(at.error(
+                            span,
+                            format!(
+                                "algorithms: {} needs {}, but this issuer's keys are {source}",
+                                alg.name(),
+                                kind_name(kind)
+                            ),
+                        ));
+                    }
+                }
+                if let KeysFrom::Local(set) = &from
+                    && !hmac
+                    && !list
+                        .iter()
+                        .any(|alg| set.keys().iter().any(|k| k.allows(*alg)))
+                {
+                    return Err(at.error(
+                        span,
+                        "algorithms: none of these can be verified by this issuer's keys",
+                    ));
+                }
+                list
+            }
+            None => Algorithm::ALL
+                .into_iter()
+                .filter(|a| hmac == (a.key_kind() == KeyKind::Hmac))
+                .collect(),
+        };
+        keys.push(from);
+        algorithms.push(allowed);
+    }
+
+    // Rate limits: unique names; each used by a route, or named "default".
+    let mut names: Vec<&str> = Vec::new();
+    for limit in &file.rate_limits {
+        let name = limit.get_ref().name.get_ref();
+        if names.contains(&name.as_str()) {
+            return Err(at.error(
+                limit.get_ref().name.span(),
+                format!("rate limit {name:?} is defined twice"),
+            ));
+        }
+        if let StoreValue::Redis(_) = limit.get_ref().store
+            && !cfg!(feature = "redis")
+        {
+            return Err(at.error(
+                limit.span(),
+                "store = { redis = … } needs the crate's redis feature",
+            ));
+        }
+        names.push(name);
+    }
+
+    // Routes, in order; each route's rate limits by name.
+    let mut routes = Vec::new();
+    let mut named: Vec<Vec<usize>> = vec![Vec::new(); names.len()];
+    let mut unnamed_routes = Vec::new();
+    for (index, route) in file.routes.iter().enumerate() {
+        let span = route.span();
+        let section = route.get_ref();
+        let mut built = Route::new(section.path.0.as_str())
+            .map_err(|e| at.error(span.clone(), e.to_string()))?
+            .auth(section.auth.0);
+        if let Some(methods) = &section.methods {
+            built = built.methods(methods.iter().map(|m| m.0.clone()));
+        }
+        if !section.scopes_all.is_empty() {
+            built = built.scopes_all(section.scopes_all.iter().map(String::as_str));
+        }
+        if !section.scopes_any.is_empty() {
+            built = built.scopes_any(section.scopes_any.iter().map(String::as_str));
+        }
+        if !section.roles_any.is_empty() {
+            let claim = section.roles_claim.as_ref().map_or_else(
+                || "roles".parse::<ClaimPath>().expect("a path"),
+                |c| c.0.clone(),
+            );
+            built = built.roles_any(claim, section.roles_any.iter().map(String::as_str));
+        } else if section.roles_claim.is_some() {
+            return Err(at.error(span, "roles_claim without roles_any"));
+        }
+        for (claim, values) in &section.claims {
+            let values: Vec<String> = values
+                .iter()
+                .map(|v| match v {
+                    serde_json::Value::String(s) => Ok(s.clone()),
+                    serde_json::Value::Number(_) | serde_json::Value::Bool(_) => Ok(v.to_string()),
+                    _ => Err(at.error(
+                        span.clone(),
+                        format!(
+                            "claims.{:?}: values are strings, numbers or booleans",
+                            claim
+                        ),
+                    )),
+                })
+                .collect::<Result<_, _>>()?;
+            built = built.claim(claim.0.clone(), values);
+        }
+        if built.auth_mode() == crate::authz::Auth::None && built.has_rule() {
+            return Err(at.error(
+                span,
+                "a route with auth = \"none\" cannot have rules (scopes, roles or claims)",
+            ));
+        }
+        match &section.rate_limit {
+            Some(limits) => {
+                for name in limits.get_ref().iter() {
+                    let Some(i) = names.iter().position(|n| n == name) else {
+                        return Err(at.error(
+                            limits.span(),
+                            format!("rate_limit {name:?} is not defined in [[rate_limits]]"),
+                        ));
+                    };
+                    named[i].push(index);
+                }
+            }
+            None => unnamed_routes.push(index),
+        }
+        routes.push(built);
+    }
+    let mut scopes = Vec::new();
+    for (i, limit) in file.rate_limits.iter().enumerate() {
+        let name = names[i];
+        let mut on = named[i].clone();
+        let is_default = name == "default";
+        if is_default {
+            on.extend(&unnamed_routes);
+            on.sort_unstable();
+            on.dedup();
+        } else if on.is_empty() {
+            return Err(at.error(
+                limit.span(),
+                format!("rate limit {name:?} is used by no route (name it \"default\" to apply it where no route names one)"),
+            ));
+        }
+        scopes.push(Scope::Routes {
+            routes: on.into(),
+            unmatched: is_default,
+        });
+    }
+
+    // Identity headers and the assertion.
+    let mut mapping = MapClaimsLayer::new(
+        file.upstream_headers
+            .iter()
+            .map(|(header, path)| (header.0.as_str().to_owned(), path.0.to_string())),
+    )
+    .map_err(|e| PolicyError::Invalid {
+        origin: String::new(),
+        line: 1,
+        column: 1,
+        message: format!("upstream_headers: {e}"),
+    })?
+    .remove_authorization(false);
+    if let Some(assertion) = &file.assertion {
+        let span = assertion.span();
+        let section = assertion.get_ref();
+        let pem = std::fs::read_to_string(path(&section.key_file)).map_err(|e| {
+            at.error(
+                span.clone(),
+                format!("assertion key_file {:?}: {e}", section.key_file),
+            )
+        })?;
+        let mut signer = AssertionSigner::from_pem(&pem, &section.issuer, &section.audience)
+            .map_err(|_| {
+                at.error(
+                    span.clone(),
+                    format!(
+                        "assertion key_file {:?} must hold an ES256 (P-256) or Ed25519 private key (PKCS#8)",
+                        section.key_file
+                    ),
+                )
+            })?
+            .header(section.header.0.clone());
+        if let Some(ttl) = &section.ttl {
+            signer = signer.ttl(ttl.0);
+        }
+        mapping = mapping.assertion(signer);
+    }
+
+    // Propagation.
+    let section = &file.propagate;
+    let mut propagate = PropagateLayer::new()
+        .request_id_header(section.request_id.0.clone())
+        .trace_context(section.trace_context)
+        .sample_new_traces(section.sample_new_traces)
+        .propagate_headers(section.response_headers.iter().map(|h| h.0.clone()))
+        .audit(section.audit);
+    if let Some(networks) = &section.trust_request_ids_from {
+        let networks: Vec<IpNet> = networks
+            .iter()
+            .map(|n| n.parse::<IpNet>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| PolicyError::Invalid {
+                origin: String::new(),
+                line: 1,
+                column: 1,
+                message: format!("propagate.trust_request_ids_from: {e}"),
+            })?;
+        propagate = propagate.trust_request_ids(TrustIncoming::Peers(networks.into()));
+    }
+
+    Ok(Resolved {
+        keys,
+        algorithms,
+        routes: Routes::new(routes),
+        scopes,
+        mapping,
+        propagate,
+    })
+}
+
+/// The whole stack a policy describes, as one layer: propagate, authenticate, authorize, map
+/// claims, rate limit, in that order. Cheap to clone.
+#[derive(Clone)]
+pub struct PolicyLayer {
+    propagate: PropagateLayer,
+    jwt: JwtAuthLayer,
+    authorize: AuthorizeLayer,
+    mapping: MapClaimsLayer,
+    rate_limit: RateLimitLayer,
+    /// What was built from, to reuse what did not change.
+    from: Arc<PolicyFile>,
+    validator: Validator,
+    limits: Vec<Limit>,
+}
+
+impl fmt::Debug for PolicyLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PolicyLayer")
+            .field("propagate", &self.propagate)
+            .field("rate_limit", &self.rate_limit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PolicyLayer {
+    /// The validator (for its verified-token cache and statistics).
+    pub fn validator(&self) -> &Validator {
+        &self.validator
+    }
+
+    /// The rate limits.
+    pub fn limits(&self) -> &[Limit] {
+        &self.limits
+    }
+}
+
+impl<S> Layer<S> for PolicyLayer {
+    type Service = Propagate<JwtAuth<Authorize<MapClaims<RateLimit<S>>>>>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        self.propagate.layer(
+            self.jwt.layer(
+                self.authorize
+                    .layer(self.mapping.layer(self.rate_limit.layer(inner))),
+            ),
+        )
+    }
+}
+
+pub(crate) async fn build(
+    policy: &Policy,
+    previous: Option<&PolicyLayer>,
+) -> Result<PolicyLayer, PolicyError> {
+    let file = &policy.file;
+    let resolved = &policy.resolved;
+    let failed = |what: String| PolicyError::Build(what);
+
+    // The validator: reused when the token sources and issuers are the same.
+    let reuse_validator =
+        previous.filter(|p| p.from.token == file.token && p.from.issuers == file.issuers);
+    let validator = match reuse_validator {
+        Some(previous) => previous.validator.clone(),
+        None => {
+            let mut builder = Validator::builder();
+            for (i, issuer) in file.issuers.iter().enumerate() {
+                let section = issuer.get_ref();
+                let mut built = match &resolved.keys[i] {
+                    KeysFrom::Local(set) => Issuer::new(section.issuer.as_str(), set.clone()),
+                    #[cfg(feature = "jwks")]
+                    KeysFrom::JwksUrl(url) => {
+                        let keys = crate::keys::RemoteJwks::builder(url.as_str())
+                            .build()
+                            .await
+                            .map_err(|e| failed(format!("issuer {:?}: {e}", section.issuer)))?;
+                        Issuer::new(section.issuer.as_str(), keys)
+                    }
+                    #[cfg(feature = "jwks")]
+                    KeysFrom::Discovery => {
+                        let keys = crate::keys::RemoteJwks::discover(
+                            &section.issuer,
+                            crate::keys::RemoteJwks::builder(""),
+                        )
+                        .await
+                        .map_err(|e| failed(format!("issuer {:?}: {e}", section.issuer)))?;
+                        Issuer::new(section.issuer.as_str(), keys)
+                    }
+                    #[cfg(not(feature = "jwks"))]
+                    KeysFrom::JwksUrl(_) | KeysFrom::Discovery => {
+                        return Err(failed("remote keys need the jwks feature".into()));
+                    }
+                };
+                built = built
+                    .audiences(section.audiences.iter().flatten().map(String::as_str))
+                    .algorithms(resolved.algorithms[i].iter().copied());
+                if let Some(leeway) = &section.leeway {
+                    built = built.leeway(leeway.0);
+                }
+                if let Some(max) = &section.max_lifetime {
+                    built = built.max_lifetime(max.0);
+                }
+                if let Some(typ) = &section.typ {
+                    built = built.typ(typ.as_str());
+                }
+                if let Some(required) = &section.required_claims {
+                    built = built.required_claims(required.iter().map(String::as_str));
+                }
+                builder = builder.issuer(built);
+            }
+            builder.build().map_err(|e| failed(e.to_string()))?
+        }
+    };
+
+    // Rate limits: a limit whose section did not change keeps its state.
+    let mut limits = Vec::new();
+    for (i, section) in file.rate_limits.iter().enumerate() {
+        let section = section.get_ref();
+        let reused = previous.and_then(|p| {
+            p.from
+                .rate_limits
+                .iter()
+                .position(|old| old.get_ref() == section)
+                .map(|j| p.limits[j].clone())
+        });
+        let limit = match reused {
+            Some(limit) => limit,
+            None => {
+                let name = section.name.get_ref();
+                let mut quota = section.rate.0;
+                if let Some(burst) = section.burst {
+                    quota = quota.burst(burst);
+                }
+                let mut limit = Limit::new(name, section.key.0.clone(), quota)
+                    .map_err(|e| failed(format!("rate limit {name:?}: {e}")))?;
+                if let Some(max) = section.max_keys {
+                    limit = limit.max_keys(max);
+                }
+                if let Some(tiers) = &section.tiers {
+                    limit = limit
+                        .tiers(
+                            tiers.claim.0.clone(),
+                            tiers.values.iter().map(|(v, q)| (v.as_str(), q.0)),
+                        )
+                        .map_err(|e| failed(format!("rate limit {name:?}: {e}")))?;
+                }
+                match &section.store {
+                    StoreValue::Memory => {}
+                    #[cfg(feature = "redis")]
+                    StoreValue::Redis(url) => {
+                        let store = crate::rate_limit::RedisStore::connect(url)
+                            .await
+                            .map_err(|e| failed(format!("rate limit {name:?}: {e}")))?;
+                        limit = limit.redis(store);
+                    }
+                    #[cfg(not(feature = "redis"))]
+                    StoreValue::Redis(_) => {
+                        return Err(failed("a Redis store needs the redis feature".into()));
+                    }
+                }
+                limit
+            }
+        };
+        limits.push(limit.scope(resolved.scopes[i].clone()));
+    }
+
+    let sources = file.token.sources.iter().map(|s| s.0.clone());
+    let jwt = JwtAuthLayer::new(validator.clone())
+        .sources(sources)
+        .routes(resolved.routes.clone());
+    let rate_limit = RateLimitLayer::new(limits.clone()).routes(resolved.routes.clone());
+    Ok(PolicyLayer {
+        propagate: resolved.propagate.clone(),
+        jwt,
+        authorize: AuthorizeLayer::new(resolved.routes.clone()),
+        mapping: resolved.mapping.clone(),
+        rate_limit,
+        from: Arc::new(file.clone()),
+        validator,
+        limits,
+    })
+}

@@ -1,0 +1,508 @@
+//! The policy file's shape: serde types that refuse unknown keys, and value types that check
+//! themselves as they are read, so that a bad value is reported at its line and column.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+use toml::Spanned;
+
+use crate::authz::path::PathPattern;
+use crate::claims::ClaimPath;
+use crate::crypto::Algorithm;
+use crate::rate_limit::{Quota, RateKey};
+use crate::token::TokenSource;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PolicyFile {
+    pub(crate) upstream: Option<String>,
+    pub(crate) listen: Option<String>,
+    #[serde(default)]
+    pub(crate) token: TokenSection,
+    #[serde(default)]
+    pub(crate) issuers: Vec<Spanned<IssuerSection>>,
+    #[serde(default)]
+    pub(crate) routes: Vec<Spanned<RouteSection>>,
+    #[serde(default)]
+    pub(crate) rate_limits: Vec<Spanned<RateLimitSection>>,
+    #[serde(default)]
+    pub(crate) upstream_headers: BTreeMap<HeaderNameValue, ClaimPathValue>,
+    pub(crate) assertion: Option<Spanned<AssertionSection>>,
+    #[serde(default)]
+    pub(crate) propagate: PropagateSection,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TokenSection {
+    #[serde(default = "default_sources")]
+    pub(crate) sources: Vec<SourceValue>,
+}
+
+impl Default for TokenSection {
+    fn default() -> Self {
+        Self {
+            sources: default_sources(),
+        }
+    }
+}
+
+fn default_sources() -> Vec<SourceValue> {
+    vec![SourceValue(TokenSource::Bearer)]
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IssuerSection {
+    pub(crate) issuer: String,
+    pub(crate) audiences: Option<Vec<String>>,
+    pub(crate) algorithms: Option<Spanned<Vec<AlgorithmValue>>>,
+    pub(crate) leeway: Option<DurationValue>,
+    pub(crate) max_lifetime: Option<DurationValue>,
+    pub(crate) typ: Option<String>,
+    pub(crate) required_claims: Option<Vec<String>>,
+    pub(crate) keys: Spanned<KeysSection>,
+}
+
+/// Where an issuer's keys come from: exactly one of these.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct KeysSection {
+    pub(crate) jwks_url: Option<String>,
+    pub(crate) discovery: Option<bool>,
+    pub(crate) jwks_file: Option<String>,
+    pub(crate) pem_files: Option<Vec<String>>,
+    pub(crate) hmac_secret_env: Option<String>,
+    pub(crate) hmac_secret_file: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RouteSection {
+    pub(crate) path: PatternValue,
+    #[serde(default)]
+    pub(crate) auth: AuthValue,
+    pub(crate) methods: Option<Vec<MethodValue>>,
+    #[serde(default)]
+    pub(crate) scopes_all: Vec<String>,
+    #[serde(default)]
+    pub(crate) scopes_any: Vec<String>,
+    #[serde(default)]
+    pub(crate) roles_any: Vec<String>,
+    pub(crate) roles_claim: Option<ClaimPathValue>,
+    #[serde(default)]
+    pub(crate) claims: BTreeMap<ClaimPathValue, OneOrMany<serde_json::Value>>,
+    pub(crate) rate_limit: Option<Spanned<OneOrMany<String>>>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RateLimitSection {
+    pub(crate) name: Spanned<String>,
+    pub(crate) key: RateKeyValue,
+    pub(crate) rate: RateValue,
+    pub(crate) burst: Option<NonZeroU32>,
+    pub(crate) tiers: Option<TiersSection>,
+    #[serde(default)]
+    pub(crate) store: StoreValue,
+    pub(crate) max_keys: Option<usize>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TiersSection {
+    pub(crate) claim: ClaimPathValue,
+    pub(crate) values: BTreeMap<String, RateValue>,
+}
+
+/// `"memory"` or `{ redis = "redis://…" }`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) enum StoreValue {
+    #[default]
+    Memory,
+    Redis(String),
+}
+
+impl<'de> Deserialize<'de> for StoreValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Redis {
+            redis: String,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Name(String),
+            Redis(Redis),
+        }
+        match Raw::deserialize(deserializer).map_err(|_| {
+            de::Error::custom("store must be \"memory\" or { redis = \"redis://…\" }")
+        })? {
+            Raw::Name(name) if name == "memory" => Ok(StoreValue::Memory),
+            Raw::Name(name) => Err(de::Error::custom(format!(
+                "unknown store {name:?}: use \"memory\" or {{ redis = \"redis://…\" }}"
+            ))),
+            Raw::Redis(Redis { redis }) => Ok(StoreValue::Redis(redis)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AssertionSection {
+    #[serde(default = "default_assertion_header")]
+    pub(crate) header: HeaderNameValue,
+    pub(crate) key_file: String,
+    pub(crate) ttl: Option<DurationValue>,
+    #[serde(default = "default_assertion_issuer")]
+    pub(crate) issuer: String,
+    #[serde(default = "default_assertion_audience")]
+    pub(crate) audience: String,
+}
+
+fn default_assertion_header() -> HeaderNameValue {
+    HeaderNameValue(http::HeaderName::from_static("x-portcullis-assertion"))
+}
+
+fn default_assertion_issuer() -> String {
+    "portcullis".to_owned()
+}
+
+fn default_assertion_audience() -> String {
+    "upstream".to_owned()
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PropagateSection {
+    #[serde(default = "default_request_id")]
+    pub(crate) request_id: HeaderNameValue,
+    #[serde(default = "yes")]
+    pub(crate) trace_context: bool,
+    #[serde(default = "yes")]
+    pub(crate) sample_new_traces: bool,
+    /// CIDRs whose request ids are kept; absent: any client's.
+    pub(crate) trust_request_ids_from: Option<Vec<String>>,
+    #[serde(default)]
+    pub(crate) response_headers: Vec<HeaderNameValue>,
+    #[serde(default = "yes")]
+    pub(crate) audit: bool,
+}
+
+impl Default for PropagateSection {
+    fn default() -> Self {
+        Self {
+            request_id: default_request_id(),
+            trace_context: true,
+            sample_new_traces: true,
+            trust_request_ids_from: None,
+            response_headers: Vec::new(),
+            audit: true,
+        }
+    }
+}
+
+fn default_request_id() -> HeaderNameValue {
+    HeaderNameValue(crate::propagate::X_REQUEST_ID)
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A value or a list of them.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub(crate) enum OneOrMany<T> {
+    // A list first: a JSON value would take a list as one value.
+    Many(Vec<T>),
+    One(T),
+}
+
+impl<T> OneOrMany<T> {
+    pub(crate) fn iter(&self) -> std::slice::Iter<'_, T> {
+        match self {
+            OneOrMany::One(one) => std::slice::from_ref(one).iter(),
+            OneOrMany::Many(many) => many.iter(),
+        }
+    }
+}
+
+/// Reads a string and parses it with `parse`, reporting `parse`'s message at the value.
+fn parsed<'de, D, T>(
+    deserializer: D,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let text = String::deserialize(deserializer)?;
+    parse(&text).map_err(de::Error::custom)
+}
+
+macro_rules! value_type {
+    ($(#[$doc:meta])* $name:ident($inner:ty), |$text:ident| $parse:expr) => {
+        $(#[$doc])*
+        #[derive(Clone)]
+        pub(crate) struct $name(pub(crate) $inner);
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                parsed(deserializer, |$text: &str| $parse.map($name))
+            }
+        }
+    };
+}
+
+value_type!(
+    /// `"30s"`, `"5m"`, `"24h"`, `"250ms"`, `"1d"`.
+    DurationValue(Duration),
+    |text| parse_duration(text)
+);
+
+value_type!(
+    /// `"100/min"`, `"10/s"`, `"5000/h"` (also `/sec`, `/second`, `/minute`, `/hour`, `/day`).
+    RateValue(Quota),
+    |text| parse_rate(text)
+);
+
+value_type!(
+    /// An algorithm's registered name (`RS256`, `ES256`, `EdDSA`, …).
+    AlgorithmValue(Algorithm),
+    |text| Algorithm::from_name(text).ok_or_else(|| {
+        format!(
+            "unknown algorithm {text:?}: use one of {}",
+            Algorithm::ALL.map(Algorithm::name).join(", ")
+        )
+    })
+);
+
+value_type!(
+    /// A route pattern that can match a normalised path.
+    PatternValue(PathPattern),
+    |text| PathPattern::new(text).map_err(|e| e.to_string())
+);
+
+value_type!(
+    /// `claim:<path>`, `ip`, `header:<name>`, `route`, `global`, or several joined by `+`.
+    RateKeyValue(RateKey),
+    |text| text.parse::<RateKey>()
+);
+
+value_type!(
+    /// An HTTP method.
+    MethodValue(http::Method),
+    |text| {
+        http::Method::from_bytes(text.as_bytes())
+            .ok()
+            .filter(|_| text.bytes().all(|b| b.is_ascii_uppercase()))
+            .ok_or_else(|| format!("{text:?} is not an HTTP method (upper case, as GET or POST)"))
+    }
+);
+
+value_type!(
+    /// `header:<name>` (`header:authorization` is the Bearer scheme), or `cookie:<name>`.
+    SourceValue(TokenSource),
+    |text| parse_source(text)
+);
+
+/// A header name (a map key, so it also orders and compares).
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct HeaderNameValue(pub(crate) http::HeaderName);
+
+impl PartialOrd for HeaderNameValue {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for HeaderNameValue {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.as_str().cmp(other.0.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for HeaderNameValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        parsed(deserializer, |text| {
+            http::HeaderName::from_bytes(text.as_bytes())
+                .map(HeaderNameValue)
+                .map_err(|_| format!("{text:?} is not a header name"))
+        })
+    }
+}
+
+/// A claim path (a map key, so it also orders and compares).
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct ClaimPathValue(pub(crate) ClaimPath);
+
+impl PartialOrd for ClaimPathValue {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ClaimPathValue {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.to_string().cmp(&other.0.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for ClaimPathValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        parsed(deserializer, |text| {
+            text.parse::<ClaimPath>()
+                .map(ClaimPathValue)
+                .map_err(|e| format!("claim path {text:?}: {e}"))
+        })
+    }
+}
+
+/// `required` (the default), `optional` or `none`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct AuthValue(pub(crate) crate::authz::Auth);
+
+impl<'de> Deserialize<'de> for AuthValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use crate::authz::Auth;
+        parsed(deserializer, |text| match text {
+            "required" => Ok(AuthValue(Auth::Required)),
+            "optional" => Ok(AuthValue(Auth::Optional)),
+            "none" => Ok(AuthValue(Auth::None)),
+            other => Err(format!(
+                "unknown auth {other:?}: use \"required\", \"optional\" or \"none\""
+            )),
+        })
+    }
+}
+
+macro_rules! debug_and_eq_by {
+    ($name:ident, |$v:ident| $key:expr) => {
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let $v = self;
+                write!(f, "{:?}", $key)
+            }
+        }
+        impl PartialEq for $name {
+            fn eq(&self, other: &Self) -> bool {
+                let key = |$v: &Self| $key;
+                key(self) == key(other)
+            }
+        }
+    };
+}
+
+debug_and_eq_by!(DurationValue, |v| v.0);
+debug_and_eq_by!(RateValue, |v| v.0);
+debug_and_eq_by!(AlgorithmValue, |v| v.0);
+debug_and_eq_by!(PatternValue, |v| v.0.as_str().to_owned());
+debug_and_eq_by!(RateKeyValue, |v| v.0.to_string());
+debug_and_eq_by!(MethodValue, |v| v.0.clone());
+debug_and_eq_by!(SourceValue, |v| format!("{:?}", v.0));
+
+impl fmt::Debug for HeaderNameValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+impl fmt::Debug for ClaimPathValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// `30s`, `5m`, `24h`, `250ms`, `1d`, or a bare number of seconds.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad =
+        || format!("bad duration {text:?}: use a number and a unit, as \"30s\", \"5m\", \"24h\"");
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    let seconds = match unit.trim() {
+        "ms" => return Ok(Duration::from_millis(number)),
+        "" | "s" | "sec" | "secs" => 1,
+        "m" | "min" | "mins" => 60,
+        "h" | "hour" | "hours" => 3_600,
+        "d" | "day" | "days" => 86_400,
+        _ => return Err(bad()),
+    };
+    number
+        .checked_mul(seconds)
+        .map(Duration::from_secs)
+        .ok_or_else(bad)
+}
+
+/// `100/min`, `10/s`, `5000/h`, `20000/day`.
+pub(crate) fn parse_rate(text: &str) -> Result<Quota, String> {
+    let bad = || {
+        format!("bad rate {text:?}: use a count per unit, as \"100/min\", \"10/s\" or \"5000/h\"")
+    };
+    let (count, unit) = text.split_once('/').ok_or_else(bad)?;
+    let count: NonZeroU32 = count.trim().parse().map_err(|_| bad())?;
+    let period = match unit.trim() {
+        "s" | "sec" | "second" => Duration::from_secs(1),
+        "m" | "min" | "minute" => Duration::from_secs(60),
+        "h" | "hour" => Duration::from_secs(3_600),
+        "d" | "day" => Duration::from_secs(86_400),
+        _ => return Err(bad()),
+    };
+    Quota::new(count, period)
+        .ok_or_else(|| format!("rate {text:?} is faster than one a nanosecond"))
+}
+
+fn parse_source(text: &str) -> Result<TokenSource, String> {
+    match text.split_once(':') {
+        Some(("header", name)) if name.eq_ignore_ascii_case("authorization") => {
+            Ok(TokenSource::Bearer)
+        }
+        Some(("header", name)) => http::HeaderName::from_bytes(name.as_bytes())
+            .map(TokenSource::header)
+            .map_err(|_| format!("{name:?} is not a header name")),
+        Some(("cookie", name)) if !name.is_empty() => Ok(TokenSource::cookie(name)),
+        _ => Err(format!(
+            "unknown token source {text:?}: use \"header:<name>\" or \"cookie:<name>\""
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_rates() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        for bad in [
+            "",
+            "s",
+            "-1s",
+            "1.5s",
+            "10 parsecs",
+            "99999999999999999999d",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_rate("100/min").unwrap().count(), 100);
+        assert_eq!(
+            parse_rate("10 / s").unwrap().period(),
+            Duration::from_secs(1)
+        );
+        for bad in ["100", "0/min", "x/min", "100/fortnight", "-1/s", "/s"] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
+    }
+}
