@@ -376,6 +376,7 @@ fn bad_policies_get_clear_messages() {
         (format!("[assertion]\nkey_file = \"{}/rsa2048.pem\"\n", keys_dir()), vec!["line 1", "must hold an ES256 (P-256) or Ed25519 private key"]),
         (format!("[assertion]\nkey_file = \"{}/p256.pub.pem\"\n", keys_dir()), vec!["must hold an ES256"]),
         ("not toml at all = = =".into(), vec!["line 1"]),
+        ("[propagate]\naudit = false\n".into(), vec!["line 1, column 1", "no [[issuers]]"]),
     ];
     for (policy, wanted) in cases {
         let message = refused(&policy);

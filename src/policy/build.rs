@@ -348,6 +348,13 @@ pub(crate) fn resolve(
         propagate = propagate.trust_request_ids(TrustIncoming::Peers(networks.into()));
     }
 
+    // Last, so that a file with other mistakes hears of those first.
+    if file.issuers.is_empty() {
+        return Err(at.error(
+            0..0,
+            "no [[issuers]]: a policy trusts at least one token issuer",
+        ));
+    }
     Ok(Resolved {
         keys,
         algorithms,

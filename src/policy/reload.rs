@@ -41,7 +41,15 @@ struct Shared {
 /// # async fn main() -> Result<(), portcullis::policy::PolicyError> {
 /// use portcullis::policy::{Policy, PolicyHandle};
 ///
-/// let open = "[[routes]]\npath = \"/**\"\nauth = \"none\"\n";
+/// let open = r#"
+///     [[issuers]]
+///     issuer = "https://login.example.com/"
+///     audiences = ["orders-api"]
+///     keys = { pem_files = ["tests/keys/p256.pub.pem"] }
+///     [[routes]]
+///     path = "/**"
+///     auth = "none"
+/// "#;
 /// let handle = PolicyHandle::new(Policy::from_toml(open)?).await?;
 /// let layer = handle.layer(); // wrap the service with this
 /// assert!(handle.replace(Policy::from_toml(open)?).await.is_ok());
