@@ -108,6 +108,12 @@ impl MapClaimsLayer {
         self
     }
 
+    /// The signer of the identity assertion, when there is one (its
+    /// [`jwks`](AssertionSigner::jwks) is what the upstream verifies with).
+    pub fn assertion_signer(&self) -> Option<&AssertionSigner> {
+        self.config.assertion.as_ref()
+    }
+
     /// The headers this layer manages.
     pub fn headers(&self) -> impl Iterator<Item = &HeaderName> {
         self.config.mappings.iter().map(|(name, _)| name)

@@ -299,7 +299,7 @@ pub(crate) fn resolve(
         column: 1,
         message: format!("upstream_headers: {e}"),
     })?
-    .remove_authorization(false);
+    .remove_authorization(!file.token.forward);
     if let Some(assertion) = &file.assertion {
         let span = assertion.span();
         let section = assertion.get_ref();
@@ -398,6 +398,12 @@ impl PolicyLayer {
     /// The rate limits.
     pub fn limits(&self) -> &[Limit] {
         &self.limits
+    }
+
+    /// The identity assertion's public keys as a JWKS, for the upstream to verify with (the
+    /// gateway example serves it at `/.well-known/portcullis/jwks.json`).
+    pub fn assertion_jwks(&self) -> Option<serde_json::Value> {
+        self.mapping.assertion_signer().map(AssertionSigner::jwks)
     }
 }
 

@@ -42,12 +42,16 @@ pub(crate) struct PolicyFile {
 pub(crate) struct TokenSection {
     #[serde(default = "default_sources")]
     pub(crate) sources: Vec<SourceValue>,
+    /// Whether the upstream receives the `Authorization` header (default: yes).
+    #[serde(default = "yes")]
+    pub(crate) forward: bool,
 }
 
 impl Default for TokenSection {
     fn default() -> Self {
         Self {
             sources: default_sources(),
+            forward: true,
         }
     }
 }
