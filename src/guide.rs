@@ -1,5 +1,9 @@
 //! Long-form guides from `docs/`, included so their examples run as doc tests.
 
+#[cfg(all(feature = "axum", feature = "policy"))]
+#[doc = include_str!("../docs/getting-started.md")]
+pub mod getting_started {}
+
 #[doc = include_str!("../docs/validation.md")]
 pub mod validation {}
 
@@ -18,3 +22,12 @@ pub mod observability {}
 #[cfg(feature = "policy")]
 #[doc = include_str!("../docs/policy.md")]
 pub mod policy {}
+
+#[doc = include_str!("../docs/deployment.md")]
+pub mod deployment {}
+
+#[doc = include_str!("../docs/threat-model.md")]
+pub mod threat_model {}
+
+#[doc = include_str!("../docs/performance.md")]
+pub mod performance {}
