@@ -118,7 +118,8 @@ impl Policy {
         Self::parse(&text, base, &format!("{}: ", path.display()))
     }
 
-    /// Checks a policy given as text; relative paths are relative to the current folder.
+    /// Checks a policy given as text; relative paths are relative to the current folder. Also
+    /// `text.parse::<Policy>()`.
     pub fn from_toml(text: &str) -> Result<Self, PolicyError> {
         Self::parse(text, PathBuf::new(), "")
     }
@@ -154,6 +155,15 @@ impl Policy {
     /// and issuers are the same, and each rate limit's state when its section is the same.
     pub async fn build_reusing(&self, previous: &PolicyLayer) -> Result<PolicyLayer, PolicyError> {
         build::build(self, Some(previous)).await
+    }
+}
+
+impl std::str::FromStr for Policy {
+    type Err = PolicyError;
+
+    /// [`Policy::from_toml`].
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::from_toml(text)
     }
 }
 
