@@ -160,8 +160,15 @@ pub(crate) fn authenticate(
     optional: bool,
     headers: &HeaderMap,
 ) -> Result<Option<Arc<Identity>>, JwtError> {
-    match extractor.extract(headers)? {
-        Some(token) => validator.validate(token).map(Some),
+    match extractor.extract_unchecked(headers)? {
+        Some(token) => {
+            // A token verified before is the same bytes: it passed the charset check then.
+            if let Some(identity) = validator.cached(token) {
+                return Ok(Some(identity));
+            }
+            TokenExtractor::check(token)?;
+            validator.validate(token).map(Some)
+        }
         None if optional => Ok(None),
         None => Err(JwtError::Missing),
     }

@@ -331,6 +331,16 @@ impl Validator {
         Ok(identity)
     }
 
+    /// The cached identity of `token`, when it was verified before and is still valid.
+    pub(crate) fn cached(&self, token: &[u8]) -> Option<Arc<Identity>> {
+        let inner = &*self.inner;
+        if token.len() > inner.max_token_len {
+            return None;
+        }
+        let now = inner.clock.now_secs();
+        inner.cache.as_ref().and_then(|c| c.get(token, now))
+    }
+
     /// Verifies `token` without reading or filling the cache.
     pub fn validate_uncached(&self, token: &[u8]) -> Result<Identity, JwtError> {
         if token.len() > self.inner.max_token_len {

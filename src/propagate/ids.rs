@@ -42,8 +42,13 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// 64 unpredictable bits, unique within the process.
 pub(crate) fn random_u64() -> u64 {
+    counted_random().1
+}
+
+/// The counter value drawn and 64 unpredictable bits made from it.
+fn counted_random() -> (u64, u64) {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    KEY.get_or_init(RandomState::new).hash_one(n)
+    (n, KEY.get_or_init(RandomState::new).hash_one(n))
 }
 
 /// A new, non-zero trace id.
@@ -78,13 +83,17 @@ pub fn new_request_id() -> [u8; 36] {
     let millis = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    uuid_v7(millis, random_u64(), random_u64())
+    // RFC 9562 §6.2 method 1: `rand_a` counts (ids of one millisecond sort in order of
+    // making), `rand_b` is random.
+    let (n, random) = counted_random();
+    uuid_v7(millis, n << 52, random)
 }
 
 fn uuid_v7(millis: u64, a: u64, b: u64) -> [u8; 36] {
     let mut raw = [0u8; 16];
     raw[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
-    raw[6..8].copy_from_slice(&a.to_be_bytes()[..2]);
+    // `rand_a`: the top 12 bits of `a`.
+    raw[6..8].copy_from_slice(&(a >> 4).to_be_bytes()[..2]);
     raw[6] = 0x70 | (raw[6] & 0x0f);
     raw[8..].copy_from_slice(&b.to_be_bytes());
     raw[8] = 0x80 | (raw[8] & 0x3f);

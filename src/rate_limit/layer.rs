@@ -506,20 +506,21 @@ impl Config {
     }
 
     fn rate_limit_value(&self, outcome: &Outcome) -> Option<HeaderValue> {
-        use std::io::Write as _;
         let limit = &self.limits[outcome.limit];
-        // Formatted on the stack, then copied once into the header value.
+        // `"name";r=N;t=N`, written by hand on the stack (core::fmt costs more than the rest
+        // of the response path), then copied once into the header value.
         let mut buf = [0u8; 128];
-        let mut cursor = std::io::Cursor::new(&mut buf[..]);
-        write!(
-            cursor,
-            "\"{}\";r={};t={}",
-            limit.name,
-            outcome.decision.remaining,
-            outcome.decision.reset_secs()
-        )
-        .ok()?;
-        let len = usize::try_from(cursor.position()).ok()?;
+        let mut len = 0;
+        let mut put = |bytes: &[u8]| {
+            buf[len..len + bytes.len()].copy_from_slice(bytes);
+            len += bytes.len();
+        };
+        put(b"\"");
+        put(limit.name.as_bytes());
+        put(b"\";r=");
+        put(decimal(&mut [0; 20], u64::from(outcome.decision.remaining)));
+        put(b";t=");
+        put(decimal(&mut [0; 20], outcome.decision.reset_secs()));
         HeaderValue::from_bytes(&buf[..len]).ok()
     }
 
@@ -532,6 +533,19 @@ impl Config {
             if let Some(value) = self.rate_limit_value(outcome) {
                 headers.append(RATELIMIT.clone(), value);
             }
+        }
+    }
+}
+
+/// `n` in decimal, in the end of `buf`.
+fn decimal(buf: &mut [u8; 20], mut n: u64) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
         }
     }
 }
