@@ -264,3 +264,28 @@ pub fn trace_context(data: &[u8]) {
         }
     }
 }
+
+/// The policy file over arbitrary text: never a panic; a refusal names a line and column inside
+/// the text (or the whole file); an accepted policy is accepted again.
+#[cfg(feature = "policy")]
+pub fn policy(data: &[u8]) {
+    use crate::policy::{Policy, PolicyError};
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    // A policy may name files to read; device files would block the target, not the parser.
+    if ["/dev", "/proc", "/sys"].iter().any(|d| text.contains(d)) {
+        return;
+    }
+    match Policy::from_toml(text) {
+        Ok(_) => assert!(Policy::from_toml(text).is_ok()),
+        Err(PolicyError::Invalid { line, column, .. }) => {
+            assert!(
+                line >= 1 && line <= text.lines().count().max(1) + 1,
+                "{line}"
+            );
+            assert!(column >= 1);
+        }
+        Err(_) => {}
+    }
+}
