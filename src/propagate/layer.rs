@@ -332,7 +332,7 @@ where
         }
         request.extensions_mut().insert(context.clone());
         let method = request.method().clone();
-        let span = tracing::info_span!(
+        let span = tracing::debug_span!(
             target: "portcullis::request",
             "request",
             request_id = context.request_id(),

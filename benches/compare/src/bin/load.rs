@@ -174,6 +174,18 @@ audit = {audit}
 }
 
 fn main() {
+    // `load --bare-proxy UPSTREAM`: the baseline proxy, as its own process like the gateway.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--bare-proxy") {
+        let upstream: SocketAddr = args[2].parse().unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async move {
+            let addr = bare_proxy(upstream).await;
+            println!("listening on http://{addr}");
+            std::future::pending::<()>().await;
+        });
+        return;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -182,13 +194,10 @@ fn main() {
     runtime.block_on(run());
 }
 
-async fn run() {
-    // The upstream, shared by both proxies.
-    let upstream = serve(|_r| async { Response::new(full("{\"ok\":true}")) }).await;
-
-    // A bare hyper proxy: the same client, nothing else.
+/// A bare hyper proxy: the same client as the gateway's, nothing else.
+async fn bare_proxy(upstream: SocketAddr) -> SocketAddr {
     let client: Client<_, Incoming> = Client::builder(TokioExecutor::new()).build_http();
-    let bare = serve(move |mut r: Request<Incoming>| {
+    serve(move |mut r: Request<Incoming>| {
         let client = client.clone();
         async move {
             let path = r
@@ -208,7 +217,32 @@ async fn run() {
             }
         }
     })
-    .await;
+    .await
+}
+
+/// Starts a child process and waits for its `listening on http://ADDR` line.
+fn listening(mut child: std::process::Child) -> (std::process::Child, SocketAddr) {
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    loop {
+        let line = lines.next().unwrap().unwrap();
+        if let Some(addr) = line.strip_prefix("listening on http://") {
+            return (child, addr.parse().unwrap());
+        }
+    }
+}
+
+async fn run() {
+    // The upstream, shared by both proxies.
+    let upstream = serve(|_r| async { Response::new(full("{\"ok\":true}")) }).await;
+
+    // The baseline: a bare hyper proxy, in its own process as the gateway is.
+    let (mut bare_child, bare) = listening(
+        Command::new(std::env::current_exe().unwrap())
+            .args(["--bare-proxy", &upstream.to_string()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
 
     // The gateway example with a full policy, and with audit events (and decision metrics) off.
     let status = Command::new(env!("CARGO"))
@@ -244,7 +278,12 @@ async fn run() {
     drive(gateway, tokens.clone(), "warm").await;
     drive(quiet, tokens.clone(), "warm").await;
     let results = [
-        drive(bare, tokens.clone(), "bare hyper proxy").await,
+        drive(
+            bare,
+            tokens.clone(),
+            "bare hyper proxy (same client, own process)",
+        )
+        .await,
         drive(
             gateway,
             tokens.clone(),
@@ -258,7 +297,7 @@ async fn run() {
         )
         .await,
     ];
-    for child in [&mut full_policy, &mut quiet_policy] {
+    for child in [&mut full_policy, &mut quiet_policy, &mut bare_child] {
         let _ = child.kill();
         let _ = child.wait();
     }
