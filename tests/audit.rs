@@ -5,56 +5,20 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 
+use common::recorder::{Seen, echo, send};
 use common::*;
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{Request, StatusCode};
 use jsonwebtoken::Algorithm as Alg;
 use portcullis::authz::{AuthorizeLayer, Route, Routes};
 use portcullis::jwt::JwtAuthLayer;
-use portcullis::propagate::{PropagateLayer, RequestContext};
+use portcullis::propagate::PropagateLayer;
 use portcullis::rate_limit::{Limit, Quota, RateLimitLayer};
-use tower::{Layer, Service, ServiceExt, service_fn};
+use tower::Layer;
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, SubscriberExt};
-
-/// What reached the inner service.
-#[derive(Clone, Default)]
-struct Seen(Arc<Mutex<Vec<Reached>>>);
-
-type Reached = (HeaderMap, Option<RequestContext>);
-
-type Inner = tower::util::BoxCloneService<Request<String>, Response<String>, Infallible>;
-
-fn echo(seen: &Seen) -> Inner {
-    let seen = seen.clone();
-    tower::util::BoxCloneService::new(service_fn(move |req: Request<String>| {
-        let seen = seen.clone();
-        async move {
-            seen.0.lock().unwrap().push((
-                req.headers().clone(),
-                req.extensions().get::<RequestContext>().cloned(),
-            ));
-            let mut response = Response::new(String::new());
-            response
-                .headers_mut()
-                .insert("x-upstream", "1".parse().unwrap());
-            Ok::<_, Infallible>(response)
-        }
-    }))
-}
-
-fn send<S>(service: &mut S, request: Request<String>) -> Response<String>
-where
-    S: Service<Request<String>, Response = Response<String>, Error = Infallible>,
-{
-    tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap()
-        .block_on(async { service.ready().await.unwrap().call(request).await.unwrap() })
-}
 
 const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 

@@ -1,56 +1,15 @@
 //! Propagation: request-id trust rules, trace context through the layer, header propagation
 //! and hop-by-hop stripping.
 
-use std::convert::Infallible;
+mod common;
+
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 
-use http::{HeaderMap, HeaderName, Request, Response};
-use portcullis::propagate::{PropagateLayer, RequestContext, TraceParent, TrustIncoming};
+use common::recorder::{Seen, echo, send};
+use http::{HeaderName, Request};
+use portcullis::propagate::{PropagateLayer, TraceParent, TrustIncoming};
 use portcullis::rate_limit::PeerAddr;
-use tower::{Layer, Service, ServiceExt, service_fn};
-
-/// What reached the inner service.
-#[derive(Clone, Default)]
-struct Seen(Arc<Mutex<Vec<Reached>>>);
-
-type Reached = (HeaderMap, Option<RequestContext>);
-
-impl Seen {
-    fn last(&self) -> (HeaderMap, Option<RequestContext>) {
-        self.0.lock().unwrap().last().cloned().unwrap()
-    }
-}
-
-type Inner = tower::util::BoxCloneService<Request<String>, Response<String>, Infallible>;
-
-fn echo(seen: &Seen) -> Inner {
-    let seen = seen.clone();
-    tower::util::BoxCloneService::new(service_fn(move |req: Request<String>| {
-        let seen = seen.clone();
-        async move {
-            seen.0.lock().unwrap().push((
-                req.headers().clone(),
-                req.extensions().get::<RequestContext>().cloned(),
-            ));
-            let mut response = Response::new(String::new());
-            response
-                .headers_mut()
-                .insert("x-upstream", "1".parse().unwrap());
-            Ok::<_, Infallible>(response)
-        }
-    }))
-}
-
-fn send<S>(service: &mut S, request: Request<String>) -> Response<String>
-where
-    S: Service<Request<String>, Response = Response<String>, Error = Infallible>,
-{
-    tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap()
-        .block_on(async { service.ready().await.unwrap().call(request).await.unwrap() })
-}
+use tower::Layer;
 
 fn get(headers: &[(&str, &str)]) -> Request<String> {
     let mut request = Request::get("/orders/7");

@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod jwks_server;
+pub mod recorder;
 pub mod redis_server;
 
 use std::net::SocketAddr;
