@@ -90,11 +90,9 @@ struct Proxy {
 
 impl Proxy {
     async fn forward(self, mut request: Request<Incoming>) -> Response<Body> {
-        let request_id = request
-            .extensions()
-            .get::<RequestContext>()
-            .map(|c| c.request_id().to_owned())
-            .unwrap_or_default();
+        // The context (an `Arc`), for the request id of an error answer.
+        let context = request.extensions().get::<RequestContext>().cloned();
+        let request_id = || context.as_ref().map_or("", |c| c.request_id());
         match request.uri().path() {
             "/health" => return Response::new(full("ok")),
             "/metrics" => return Response::new(full(self.metrics.render())),
@@ -120,7 +118,7 @@ impl Proxy {
         let Ok(uri) = uri else {
             return json_response(
                 StatusCode::BAD_REQUEST,
-                json!({"error": "bad_request", "request_id": request_id}),
+                json!({"error": "bad_request", "request_id": request_id()}),
             );
         };
         *request.uri_mut() = uri;
@@ -148,15 +146,15 @@ impl Proxy {
                 response
             }
             Ok(Err(error)) => {
-                tracing::warn!(target: "gateway", %error, request_id, "upstream unreachable");
+                tracing::warn!(target: "gateway", %error, request_id = request_id(), "upstream unreachable");
                 json_response(
                     StatusCode::BAD_GATEWAY,
-                    json!({"error": "bad_gateway", "request_id": request_id}),
+                    json!({"error": "bad_gateway", "request_id": request_id()}),
                 )
             }
             Err(_) => json_response(
                 StatusCode::GATEWAY_TIMEOUT,
-                json!({"error": "gateway_timeout", "request_id": request_id}),
+                json!({"error": "gateway_timeout", "request_id": request_id()}),
             ),
         }
     }

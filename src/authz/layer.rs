@@ -215,10 +215,7 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         match self.config.decide(&mut request) {
-            Ok(()) => {
-                crate::propagate::record(&request, None, None);
-                ResponseFuture::inner(self.inner.call(request))
-            }
+            Ok(()) => ResponseFuture::inner(self.inner.call(request)),
             Err(error) => ResponseFuture::rejected(self.config.reject(&request, error)),
         }
     }

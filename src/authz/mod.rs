@@ -280,8 +280,21 @@ impl Routes {
     /// The first route matching `method` and the normalised `path`; `None` when no route
     /// matches (a token is then required). Does not allocate.
     pub fn resolve(&self, method: &Method, path: &str) -> Result<Option<&Route>, PathError> {
+        Ok(self.resolve_indexed(method, path)?.map(|(_, route)| route))
+    }
+
+    /// [`Routes::resolve`], with the route's index in the table.
+    pub(crate) fn resolve_indexed(
+        &self,
+        method: &Method,
+        path: &str,
+    ) -> Result<Option<(usize, &Route)>, PathError> {
         let normalized = NormalizedPath::new(path)?;
-        Ok(self.find(method, &normalized))
+        Ok(self
+            .routes
+            .iter()
+            .enumerate()
+            .find(|(_, route)| route.matches(method, &normalized)))
     }
 
     fn find(&self, method: &Method, path: &NormalizedPath<'_>) -> Option<&Route> {

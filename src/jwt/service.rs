@@ -90,21 +90,20 @@ where
                     return ResponseFuture::rejected(self.reject(JwtError::BadPath(error)));
                 }
                 Ok((route, true)) => {
-                    pattern = route.map(|r| Arc::clone(r.pattern_text()));
+                    pattern = route.map(|r| r.pattern_text());
                     mode = Auth::None;
                 }
                 Ok((Some(route), false)) => {
-                    pattern = Some(Arc::clone(route.pattern_text()));
+                    pattern = Some(route.pattern_text());
                     mode = route.auth_mode();
                 }
                 Ok((None, false)) => mode = Auth::Required,
             }
         }
-        if let Some(pattern) = &pattern {
+        if let Some(pattern) = pattern {
             crate::propagate::record_route(&req, pattern);
         }
         if mode == Auth::None {
-            crate::propagate::record(&req, None, None);
             return ResponseFuture::inner(self.inner.call(req));
         }
         let optional = mode == Auth::Optional;
@@ -115,8 +114,8 @@ where
             req.headers(),
         ) {
             Ok(identity) => {
-                crate::propagate::record(&req, identity.as_ref(), None);
                 if let Some(identity) = identity {
+                    crate::propagate::record_identity(&req, &identity);
                     req.extensions_mut().insert(identity);
                 }
                 ResponseFuture::inner(self.inner.call(req))

@@ -179,7 +179,11 @@ impl Locator<'_> {
         span: std::ops::Range<usize>,
         message: impl Into<String>,
     ) -> PolicyError {
-        let before = &self.text[..span.start.min(self.text.len())];
+        let mut start = span.start.min(self.text.len());
+        while !self.text.is_char_boundary(start) {
+            start -= 1;
+        }
+        let before = &self.text[..start];
         let line = before.matches('\n').count() + 1;
         let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
         PolicyError::Invalid {

@@ -220,11 +220,11 @@ pub struct Reloading<S> {
 }
 
 impl<S: Clone> Clone for Reloading<S> {
+    /// A copy of the stack as it is; `poll_ready` moves it to a newer policy if there is one.
     fn clone(&self) -> Self {
-        let current = self.handle.shared.current.load_full();
         Self {
-            stack: current.layer.layer(self.inner.clone()),
-            generation: current.generation,
+            stack: self.stack.clone(),
+            generation: self.generation,
             inner: self.inner.clone(),
             handle: self.handle.clone(),
         }

@@ -142,8 +142,7 @@ impl RequestContext {
         let _ = self.inner.route.set(Arc::clone(route));
     }
 
-    /// Marks the request as decided at `now` (monotonic nanoseconds): every deciding layer
-    /// calls this as it hands the request on, so the last mark is the innermost layer's.
+    /// Marks the request as decided at `now` (monotonic nanoseconds); see [`mark_decided`].
     pub(crate) fn mark_decided(&self, now: u64) {
         self.inner.decided.store(now, Ordering::Relaxed);
     }
@@ -156,19 +155,18 @@ impl RequestContext {
     }
 }
 
-/// Records the identity and route in the request's [`RequestContext`], if there is one.
-pub(crate) fn record<B>(
-    request: &http::Request<B>,
-    identity: Option<&Arc<Identity>>,
-    route: Option<&Arc<str>>,
-) {
+/// Records the verified identity in the request's [`RequestContext`], if there is one.
+pub(crate) fn record_identity<B>(request: &http::Request<B>, identity: &Arc<Identity>) {
     if let Some(context) = request.extensions().get::<RequestContext>() {
-        if let Some(identity) = identity {
-            context.set_identity(identity);
-        }
-        if let Some(route) = route {
-            context.set_route(route);
-        }
+        context.set_identity(identity);
+    }
+}
+
+/// Marks the request decided now, for a layer that decides after its `call` returned (a
+/// Redis round trip): the propagate layer takes the time its inner `call` returned otherwise,
+/// by which time every synchronous layer has decided.
+pub(crate) fn mark_decided<B>(request: &http::Request<B>) {
+    if let Some(context) = request.extensions().get::<RequestContext>() {
         context.mark_decided(crate::clock::monotonic_nanos());
     }
 }

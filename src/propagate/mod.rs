@@ -25,7 +25,7 @@ pub mod trace_context;
 
 pub use audit::{AUDIT_TARGET, Outcome};
 pub use context::{RequestContext, TraceContext};
-pub(crate) use context::{record, record_route};
+pub(crate) use context::{mark_decided, record_identity, record_route};
 pub use hop_by_hop::{HOP_BY_HOP, remove_hop_by_hop};
 pub use ids::{MAX_REQUEST_ID_LEN, new_request_id, valid_request_id};
 pub use layer::{

@@ -377,17 +377,10 @@ impl Config {
     fn route<'r, B>(&'r self, request: &Request<B>) -> Option<(usize, &'r str)> {
         self.routes.as_ref().and_then(|routes| {
             routes
-                .resolve(request.method(), request.uri().path())
+                .resolve_indexed(request.method(), request.uri().path())
                 .ok()
                 .flatten()
-                .map(|r| {
-                    let index = routes
-                        .routes()
-                        .iter()
-                        .position(|candidate| std::ptr::eq(candidate, r))
-                        .unwrap_or(usize::MAX);
-                    (index, r.pattern())
-                })
+                .map(|(index, route)| (index, route.pattern()))
         })
     }
 
@@ -661,7 +654,7 @@ where
                                     else {
                                         panic!("polled after completion");
                                     };
-                                    crate::propagate::record(&request, None, None);
+                                    crate::propagate::mark_decided(&request);
                                     State::Inner {
                                         future: inner.call(request),
                                     }
@@ -840,12 +833,9 @@ where
             Some(response) => State::Done {
                 response: Some(response),
             },
-            None => {
-                crate::propagate::record(&request, None, None);
-                State::Inner {
-                    future: self.inner.call(request),
-                }
-            }
+            None => State::Inner {
+                future: self.inner.call(request),
+            },
         };
         ResponseFuture {
             state,
