@@ -43,7 +43,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use portcullis::policy::{Policy, PolicyHandle};
-use portcullis::propagate::{RequestContext, remove_hop_by_hop};
+use portcullis::propagate::remove_hop_by_hop;
 use portcullis::rate_limit::PeerAddr;
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
@@ -90,9 +90,17 @@ struct Proxy {
 
 impl Proxy {
     async fn forward(self, mut request: Request<Incoming>) -> Response<Body> {
-        // The context (an `Arc`), for the request id of an error answer.
-        let context = request.extensions().get::<RequestContext>().cloned();
-        let request_id = || context.as_ref().map_or("", |c| c.request_id());
+        // The request id the policy set (a refcount), for an error answer.
+        let request_id = request
+            .headers()
+            .get(self.handle.request_id_header())
+            .cloned();
+        let request_id = || {
+            request_id
+                .as_ref()
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+        };
         match request.uri().path() {
             "/health" => return Response::new(full("ok")),
             "/metrics" => return Response::new(full(self.metrics.render())),

@@ -37,7 +37,13 @@ fn echo() -> tower::util::BoxCloneService<Request<String>, Response<String>, Inf
             .iter()
             .map(|(k, v)| (k.as_str().to_owned(), json!(v.to_str().unwrap_or("?"))))
             .collect();
-        Ok::<_, Infallible>(Response::new(json!({"headers": headers}).to_string()))
+        let context = req
+            .extensions()
+            .get::<portcullis::propagate::RequestContext>()
+            .map(|c| c.request_id().to_owned());
+        Ok::<_, Infallible>(Response::new(
+            json!({"headers": headers, "context": context}).to_string(),
+        ))
     }))
 }
 
@@ -138,6 +144,7 @@ audience = "orders"
 [propagate]
 request_id = "x-request-id"
 trace_context = true
+request_context = true
 "#,
         keys_dir = keys_dir()
     )
@@ -157,6 +164,7 @@ async fn check_full_stack(keys: &str) {
     assert!(headers["x-portcullis-assertion"].as_str().unwrap().len() > 100);
     assert_eq!(headers["traceparent"].as_str().unwrap().len(), 55);
     assert_eq!(headers["x-request-id"].as_str().unwrap().len(), 36);
+    assert_eq!(body["context"], headers["x-request-id"]);
 
     assert_eq!(send(&layer, "GET", "/health", None).await.0, StatusCode::OK);
     assert_eq!(
@@ -313,10 +321,11 @@ keys = {{ hmac_secret_env = "{var}" }}
     let layer = policy.build().await.unwrap();
     let claims = json!({"iss": ISS_H, "aud": "api", "sub": "h", "iat": now(), "exp": now() + 60});
     let token = mint(Alg::HS256, &claims);
-    assert_eq!(
-        send(&layer, "GET", "/x", Some(&token)).await.0,
-        StatusCode::OK
-    );
+    let (status, body) = send(&layer, "GET", "/x", Some(&token)).await;
+    assert_eq!(status, StatusCode::OK);
+    // No `request_context` key: no RequestContext in the extensions, the id on the headers.
+    assert_eq!(body["context"], Value::Null);
+    assert_eq!(body["headers"]["x-request-id"].as_str().unwrap().len(), 36);
     // An HMAC issuer refuses asymmetric algorithms.
     let message = Policy::from_toml(&format!(
         "[[issuers]]\nissuer = \"h\"\naudiences = []\nalgorithms = [\"ES256\"]\nkeys = {{ hmac_secret_env = \"{var}\" }}\n"

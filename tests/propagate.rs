@@ -29,7 +29,9 @@ fn with_peer(mut request: Request<String>, peer: &str) -> Request<String> {
 #[test]
 fn request_id_trust_rules() {
     let seen = Seen::default();
-    let mut any = PropagateLayer::new().layer(echo(&seen));
+    let mut any = PropagateLayer::new()
+        .request_context(true)
+        .layer(echo(&seen));
     // A well-formed id is kept, sent upstream, echoed, and in the context.
     let response = send(&mut any, get(&[("x-request-id", "req-42")]));
     assert_eq!(response.headers()["x-request-id"], "req-42");
@@ -68,6 +70,7 @@ fn request_id_trust_rules() {
     // Only from trusted peers.
     let lb = TrustIncoming::Peers(vec!["10.0.0.0/8".parse().unwrap()].into());
     let mut trusted = PropagateLayer::new()
+        .request_context(true)
         .trust_request_ids(lb)
         .layer(echo(&seen));
     let from_lb = with_peer(get(&[("x-request-id", "lb-1")]), "10.1.2.3:5000");
@@ -86,6 +89,7 @@ fn request_id_trust_rules() {
         "lb-1"
     );
     let mut never = PropagateLayer::new()
+        .request_context(true)
         .trust_request_ids(TrustIncoming::Never)
         .layer(echo(&seen));
     assert_ne!(
@@ -94,6 +98,7 @@ fn request_id_trust_rules() {
     );
     // Another header name.
     let mut custom = PropagateLayer::new()
+        .request_context(true)
         .request_id_header(HeaderName::from_static("x-correlation-id"))
         .layer(echo(&seen));
     let response = send(&mut custom, get(&[("x-correlation-id", "c-1")]));
@@ -106,7 +111,9 @@ const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 #[test]
 fn trace_context_through_the_layer() {
     let seen = Seen::default();
-    let mut service = PropagateLayer::new().layer(echo(&seen));
+    let mut service = PropagateLayer::new()
+        .request_context(true)
+        .layer(echo(&seen));
 
     // A valid parent: same trace, a new parent id, sampled kept, tracestate kept as is.
     send(
@@ -215,6 +222,7 @@ fn trace_context_through_the_layer() {
 
     // New traces unsampled when told; trace context off leaves the headers alone.
     let mut unsampled = PropagateLayer::new()
+        .request_context(true)
         .sample_new_traces(false)
         .layer(echo(&seen));
     send(&mut unsampled, get(&[]));
@@ -224,6 +232,7 @@ fn trace_context_through_the_layer() {
             .sampled()
     );
     let mut off = PropagateLayer::new()
+        .request_context(true)
         .trace_context(false)
         .layer(echo(&seen));
     send(&mut off, get(&[("traceparent", "garbage")]));
@@ -236,6 +245,7 @@ fn trace_context_through_the_layer() {
 fn headers_propagate_and_hop_by_hop_headers_go() {
     let seen = Seen::default();
     let mut service = PropagateLayer::new()
+        .request_context(true)
         .propagate_headers([
             HeaderName::from_static("x-correlation-id"),
             HeaderName::from_static("x-upstream"),
@@ -273,8 +283,13 @@ fn headers_propagate_and_hop_by_hop_headers_go() {
     assert_eq!(headers["te"], "trailers");
     assert_eq!(headers["x-correlation-id"], "corr-9");
 
-    // Off by default.
+    // Off by default, as is the RequestContext in the extensions (the id and the trace are
+    // on the headers either way).
     let mut plain = PropagateLayer::new().layer(echo(&seen));
     send(&mut plain, get(&[("connection", "x-hop"), ("x-hop", "1")]));
-    assert!(seen.last().0.contains_key("x-hop"));
+    let (headers, context) = seen.last();
+    assert!(headers.contains_key("x-hop"));
+    assert!(headers.contains_key("x-request-id"));
+    assert!(headers.contains_key("traceparent"));
+    assert!(context.is_none());
 }

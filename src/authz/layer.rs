@@ -149,7 +149,7 @@ impl Config {
             .resolve_request(request)
             .map_err(AuthzError::BadPath)?;
         if let Some(route) = route {
-            crate::propagate::record_route(request, route.pattern_text());
+            crate::propagate::record_route(route.pattern_text());
         }
         if preflight {
             return Ok(());

@@ -101,7 +101,7 @@ where
             }
         }
         if let Some(pattern) = pattern {
-            crate::propagate::record_route(&req, pattern);
+            crate::propagate::record_route(pattern);
         }
         if mode == Auth::None {
             return ResponseFuture::inner(self.inner.call(req));
@@ -115,7 +115,7 @@ where
         ) {
             Ok(identity) => {
                 if let Some(identity) = identity {
-                    crate::propagate::record_identity(&req, &identity);
+                    crate::propagate::record_identity(&identity);
                     req.extensions_mut().insert(identity);
                 }
                 ResponseFuture::inner(self.inner.call(req))

@@ -333,7 +333,8 @@ pub(crate) fn resolve(
         .trace_context(section.trace_context)
         .sample_new_traces(section.sample_new_traces)
         .propagate_headers(section.response_headers.iter().map(|h| h.0.clone()))
-        .audit(section.audit);
+        .audit(section.audit)
+        .request_context(section.request_context);
     if let Some(networks) = &section.trust_request_ids_from {
         let networks: Vec<IpNet> = networks
             .iter()
@@ -398,6 +399,12 @@ impl PolicyLayer {
     /// The rate limits.
     pub fn limits(&self) -> &[Limit] {
         &self.limits
+    }
+
+    /// The request id header (`[propagate] request_id`): every request the stack lets through
+    /// carries the request's id in it.
+    pub fn request_id_header(&self) -> &http::HeaderName {
+        self.propagate.request_id_name()
     }
 
     /// The identity assertion's public keys as a JWKS, for the upstream to verify with (the

@@ -197,6 +197,8 @@ pub(crate) struct PropagateSection {
     pub(crate) response_headers: Vec<HeaderNameValue>,
     #[serde(default = "yes")]
     pub(crate) audit: bool,
+    #[serde(default)]
+    pub(crate) request_context: bool,
 }
 
 impl Default for PropagateSection {
@@ -208,6 +210,7 @@ impl Default for PropagateSection {
             trust_request_ids_from: None,
             response_headers: Vec::new(),
             audit: true,
+            request_context: false,
         }
     }
 }

@@ -115,6 +115,12 @@ impl PolicyHandle {
         self.shared.current.load().layer.clone()
     }
 
+    /// The current policy's request id header (cheaper than [`current`](Self::current) for
+    /// this one value).
+    pub fn request_id_header(&self) -> http::HeaderName {
+        self.shared.current.load().layer.request_id_header().clone()
+    }
+
     /// Builds `policy` and, if that succeeds, serves it from now on.
     pub async fn replace(&self, policy: Policy) -> Result<(), PolicyError> {
         let _one = self.shared.reloading.lock().await;

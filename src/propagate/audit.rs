@@ -2,7 +2,10 @@
 
 use http::Response;
 
-use super::context::RequestContext;
+use http::HeaderValue;
+
+use super::context::TraceContext;
+use super::scope::Decisions;
 use crate::authz::AuthzError;
 use crate::jwt::JwtError;
 use crate::rate_limit::{RateLimitUnavailable, RateLimited};
@@ -61,7 +64,9 @@ impl Outcome {
 
 /// Writes the audit event of one request, and counts it when the `metrics` feature is on.
 pub(crate) fn emit(
-    context: &RequestContext,
+    request_id: &HeaderValue,
+    trace: Option<&TraceContext>,
+    decisions: &Decisions,
     method: &http::Method,
     outcome: Outcome,
     status: Option<http::StatusCode>,
@@ -72,18 +77,18 @@ pub(crate) fn emit(
     if !tracing::enabled!(target: AUDIT_TARGET, tracing::Level::INFO) {
         return;
     }
-    let identity = context.identity();
-    let trace_id = context.trace().map(|t| t.trace_id());
+    let identity = decisions.identity.as_ref();
+    let trace_id = trace.map(|t| t.trace_id());
     tracing::info!(
         target: AUDIT_TARGET,
         outcome = outcome.as_str(),
         reason = outcome.reason(),
         status = status.map_or(0, |s| s.as_u16()),
-        request_id = context.request_id(),
+        request_id = request_id.to_str().unwrap_or_default(),
         trace_id = trace_id.as_ref().map(tracing::field::display),
         subject = identity.and_then(|i| i.subject()),
         issuer = identity.map(|i| i.issuer()),
-        route = context.route(),
+        route = decisions.route.as_deref(),
         method = method.as_str(),
         decision_us = decision_nanos / 1_000,
         "request decided"

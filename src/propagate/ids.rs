@@ -70,6 +70,9 @@ pub(crate) fn new_span_id() -> [u8; 8] {
     }
 }
 
+/// The length of a [`new_request_id`].
+pub(crate) const REQUEST_ID_LEN: usize = 36;
+
 /// A new request id: a UUID version 7 (RFC 9562), time-ordered by the millisecond, in the
 /// 36-character lower-case form.
 ///
@@ -79,7 +82,7 @@ pub(crate) fn new_span_id() -> [u8; 8] {
 /// assert_eq!(id[14], b'7');
 /// assert!(portcullis::propagate::valid_request_id(&id));
 /// ```
-pub fn new_request_id() -> [u8; 36] {
+pub fn new_request_id() -> [u8; REQUEST_ID_LEN] {
     let millis = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);

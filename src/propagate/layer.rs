@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response};
 use pin_project_lite::pin_project;
@@ -16,9 +17,10 @@ use tower_service::Service;
 use super::audit::{self, Outcome};
 use super::context::{RequestContext, TraceContext};
 use super::hop_by_hop::remove_hop_by_hop;
-use super::ids::{new_request_id, new_span_id, new_trace_id, valid_request_id};
+use super::ids::{REQUEST_ID_LEN, new_request_id, new_span_id, new_trace_id, valid_request_id};
+use super::scope::{Decisions, Scope};
 use super::trace_context::{
-    FLAG_SAMPLED, TraceParent, TraceState, canonical_tracestate, check_tracestate,
+    FLAG_SAMPLED, TRACEPARENT_LEN, TraceParent, TraceState, canonical_tracestate, check_tracestate,
 };
 use crate::clock::monotonic_nanos;
 use crate::rate_limit::IpNet;
@@ -45,8 +47,8 @@ pub enum TrustIncoming {
     Never,
 }
 
-/// Runs first: gives each request an id and a trace context, shares them with the inner layers
-/// in a [`RequestContext`], and writes one audit event per request when the response is ready.
+/// Runs first: gives each request an id and a trace context, learns what the layers inside it
+/// decide, and writes one audit event per request when the response is ready.
 ///
 /// - **Request id** (`x-request-id` by default): an incoming id is kept when it is well-formed
 ///   ([`valid_request_id`](super::valid_request_id)) and its sender trusted
@@ -62,7 +64,11 @@ pub enum TrustIncoming {
 ///   [`remove_hop_by_hop(true)`](Self::remove_hop_by_hop) (for proxies).
 /// - **Audit**: one `tracing` event per request, target `portcullis::audit` (see
 ///   [the guide](crate::guide::observability) for its fields), and, with the `metrics`
-///   feature, the decision counters and latency histogram.
+///   feature, the decision counters and latency histogram. The layers of this crate inside it
+///   tell it the identity and route as they decide (during its inner `call` and polls; no
+///   allocation).
+/// - **[`RequestContext`]** in the request's extensions, with
+///   [`request_context(true)`](Self::request_context): the id and trace, typed.
 ///
 /// # Example
 ///
@@ -73,7 +79,8 @@ pub enum TrustIncoming {
 /// use tower::{Layer, ServiceExt, service_fn};
 ///
 /// # tokio_test_block_on(async {
-/// let service = PropagateLayer::new().layer(service_fn(|req: Request<()>| async move {
+/// let layer = PropagateLayer::new().request_context(true);
+/// let service = layer.layer(service_fn(|req: Request<()>| async move {
 ///     let context = req.extensions().get::<RequestContext>().unwrap();
 ///     assert_eq!(context.request_id(), "abc-123");
 ///     assert_eq!(req.headers()["x-request-id"], "abc-123");
@@ -102,6 +109,7 @@ struct Config {
     propagate: Box<[HeaderName]>,
     strip_hop_by_hop: bool,
     audit: bool,
+    request_context: bool,
 }
 
 impl fmt::Debug for PropagateLayer {
@@ -115,6 +123,7 @@ impl fmt::Debug for PropagateLayer {
             .field("propagate", &c.propagate)
             .field("remove_hop_by_hop", &c.strip_hop_by_hop)
             .field("audit", &c.audit)
+            .field("request_context", &c.request_context)
             .finish()
     }
 }
@@ -138,8 +147,14 @@ impl PropagateLayer {
                 propagate: Box::new([]),
                 strip_hop_by_hop: false,
                 audit: true,
+                request_context: false,
             }),
         }
+    }
+
+    /// The request id header this layer sets.
+    pub(crate) fn request_id_name(&self) -> &HeaderName {
+        &self.config.request_id
     }
 
     fn config_mut(&mut self) -> &mut Config {
@@ -189,6 +204,15 @@ impl PropagateLayer {
         self.config_mut().audit = on;
         self
     }
+
+    /// Whether to put a [`RequestContext`] (the request id and the trace, typed) in each
+    /// request's extensions (default: no — both are on the request's headers already, and an
+    /// extension costs a heap allocation per request, three on a request nothing has put an
+    /// extension in yet).
+    pub fn request_context(mut self, on: bool) -> Self {
+        self.config_mut().request_context = on;
+        self
+    }
 }
 
 impl<S> Layer<S> for PropagateLayer {
@@ -218,13 +242,12 @@ impl<S: fmt::Debug> fmt::Debug for Propagate<S> {
 }
 
 impl Config {
-    /// The request's id: the client's when acceptable (`true`: it is already the request's
-    /// only value), else a new one.
-    fn request_id(
+    /// The client's request id, when acceptable (it is then already the request's only value).
+    fn kept_request_id(
         &self,
         headers: &HeaderMap,
         extensions: &http::Extensions,
-    ) -> (HeaderValue, bool) {
+    ) -> Option<HeaderValue> {
         let mut incoming = headers.get_all(&self.request_id).iter();
         if let (Some(value), None) = (incoming.next(), incoming.next())
             && valid_request_id(value.as_bytes())
@@ -236,17 +259,15 @@ impl Config {
                     .is_some_and(|ip| networks.iter().any(|n| n.contains(ip))),
             };
             if trusted {
-                return (value.clone(), true);
+                return Some(value.clone());
             }
         }
-        // One allocation, shared by the request, the context and the response (refcounts).
-        let id = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(new_request_id()))
-            .expect("a UUID is a valid header value");
-        (id, false)
+        None
     }
 
-    /// Reads the incoming trace context and rewrites the headers for the upstream.
-    fn trace(&self, headers: &mut HeaderMap) -> TraceContext {
+    /// Reads the incoming trace context and rewrites `tracestate` for the upstream; returns the
+    /// trace and the child `traceparent` to send.
+    fn trace(&self, headers: &mut HeaderMap) -> (TraceContext, [u8; TRACEPARENT_LEN]) {
         let parent = {
             let mut values = headers.get_all(TRACEPARENT).iter();
             match (values.next(), values.next()) {
@@ -289,10 +310,10 @@ impl Config {
             }
         }
         .expect("new ids are never zero");
-        if let Ok(value) = HeaderValue::from_bytes(&child.to_bytes()) {
-            headers.insert(TRACEPARENT, value);
-        }
-        TraceContext::from_child(&child, parent.as_ref())
+        (
+            TraceContext::from_child(&child, parent.as_ref()),
+            child.to_bytes(),
+        )
     }
 }
 
@@ -314,42 +335,74 @@ where
         if config.strip_hop_by_hop {
             remove_hop_by_hop(request.headers_mut());
         }
-        let (request_id, kept) = config.request_id(request.headers(), request.extensions());
-        if !kept {
+        let kept = config.kept_request_id(request.headers(), request.extensions());
+        let kept_id = kept.is_some();
+        let traced = config
+            .trace_context
+            .then(|| config.trace(request.headers_mut()));
+        let trace = traced.as_ref().map(|(trace, _)| *trace);
+        // New header values: one allocation for the new request id and the child traceparent
+        // together, shared by the request, the response and the audit event (refcounts:
+        // `Bytes::from_owner` counts references from the start, and slices share them).
+        let (request_id, traceparent) = match (kept, traced) {
+            (Some(id), None) => (id, None),
+            (Some(id), Some((_, child))) => (id, Some(Bytes::from_owner(child))),
+            (None, None) => (header_value(Bytes::from_owner(new_request_id())), None),
+            (None, Some((_, child))) => {
+                let mut both = [0; REQUEST_ID_LEN + TRACEPARENT_LEN];
+                both[..REQUEST_ID_LEN].copy_from_slice(&new_request_id());
+                both[REQUEST_ID_LEN..].copy_from_slice(&child);
+                let both = Bytes::from_owner(both);
+                (
+                    header_value(both.slice(..REQUEST_ID_LEN)),
+                    Some(both.slice(REQUEST_ID_LEN..)),
+                )
+            }
+        };
+        if !kept_id {
             request
                 .headers_mut()
                 .insert(config.request_id.clone(), request_id.clone());
         }
-        let trace = config
-            .trace_context
-            .then(|| config.trace(request.headers_mut()));
-        let context = RequestContext::new(request_id, trace);
+        if let Some(traceparent) = traceparent {
+            request
+                .headers_mut()
+                .insert(TRACEPARENT, header_value(traceparent));
+        }
         let mut propagated = Vec::new();
         for (i, name) in config.propagate.iter().enumerate() {
             if let Some(value) = request.headers().get(name) {
                 propagated.push((i, value.clone()));
             }
         }
-        request.extensions_mut().insert(context.clone());
+        if config.request_context {
+            request
+                .extensions_mut()
+                .insert(RequestContext::new(request_id.clone(), trace));
+        }
         let method = request.method().clone();
         let span = tracing::debug_span!(
             target: "portcullis::request",
             "request",
-            request_id = context.request_id(),
-            trace_id = context.trace().map(|t| tracing::field::display(t.trace_id())),
+            request_id = request_id.to_str().unwrap_or_default(),
+            trace_id = trace.map(|t| tracing::field::display(t.trace_id())),
         );
-        let future = {
+        let (future, decisions) = {
             let _entered = span.enter();
-            self.inner.call(request)
+            let scope = Scope::enter(Decisions::default());
+            let future = self.inner.call(request);
+            (future, scope.exit())
         };
-        // Layers that decide in `call` have decided by now; one that decides later (a key
-        // fetch, a Redis round trip) marks the context when it does.
+        // Layers that decide in `call` have decided by now; one that decides later (a Redis
+        // round trip) marks the record when it does.
         let called = monotonic_nanos();
         ResponseFuture {
             future,
             state: Some(Pending {
                 config: Arc::clone(&self.config),
-                context,
+                request_id,
+                trace,
+                decisions,
                 method,
                 started,
                 called,
@@ -360,9 +413,16 @@ where
     }
 }
 
+/// A header value from bytes this layer wrote (ids in hex and dashes: always valid).
+fn header_value(bytes: Bytes) -> HeaderValue {
+    HeaderValue::from_maybe_shared(bytes).expect("ids are visible ASCII")
+}
+
 struct Pending {
     config: Arc<Config>,
-    context: RequestContext,
+    request_id: HeaderValue,
+    trace: Option<TraceContext>,
+    decisions: Decisions,
     method: http::Method,
     started: u64,
     called: u64,
@@ -384,10 +444,7 @@ pin_project! {
 impl<F> fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
-            .field(
-                "request_id",
-                &self.state.as_ref().map(|s| s.context.request_id()),
-            )
+            .field("request_id", &self.state.as_ref().map(|s| &s.request_id))
             .finish_non_exhaustive()
     }
 }
@@ -402,7 +459,15 @@ where
         let this = self.project();
         let result = {
             let _entered = this.span.enter();
-            match this.future.poll(cx) {
+            let scope = this
+                .state
+                .as_mut()
+                .map(|s| Scope::enter(std::mem::take(&mut s.decisions)));
+            let polled = this.future.poll(cx);
+            if let (Some(scope), Some(state)) = (scope, this.state.as_mut()) {
+                state.decisions = scope.exit();
+            }
+            match polled {
                 Poll::Ready(result) => result,
                 Poll::Pending => return Poll::Pending,
             }
@@ -412,18 +477,15 @@ where
         };
         let now = monotonic_nanos();
         let decided = pending
-            .context
-            .decided()
+            .decisions
+            .decided
             .map_or(pending.called, |d| d.max(pending.started))
             .min(now);
         let decision_nanos = decided.saturating_sub(pending.started);
         let config = &*pending.config;
         let result = result.map(|mut response| {
             let headers = response.headers_mut();
-            headers.insert(
-                config.request_id.clone(),
-                pending.context.request_id_value().clone(),
-            );
+            headers.insert(config.request_id.clone(), pending.request_id.clone());
             for (i, value) in pending.propagated {
                 headers.insert(config.propagate[i].clone(), value);
             }
@@ -441,7 +503,9 @@ where
                 _ => now.saturating_sub(pending.started),
             };
             audit::emit(
-                &pending.context,
+                &pending.request_id,
+                pending.trace.as_ref(),
+                &pending.decisions,
                 &pending.method,
                 outcome,
                 status,

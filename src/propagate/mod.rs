@@ -21,16 +21,17 @@ mod context;
 mod hop_by_hop;
 mod ids;
 mod layer;
+mod scope;
 pub mod trace_context;
 
 pub use audit::{AUDIT_TARGET, Outcome};
 pub use context::{RequestContext, TraceContext};
-pub(crate) use context::{mark_decided, record_identity, record_route};
 pub use hop_by_hop::{HOP_BY_HOP, remove_hop_by_hop};
 pub use ids::{MAX_REQUEST_ID_LEN, new_request_id, valid_request_id};
 pub use layer::{
     Propagate, PropagateLayer, ResponseFuture, TRACEPARENT, TRACESTATE, TrustIncoming, X_REQUEST_ID,
 };
+pub(crate) use scope::{mark_decided, record_identity, record_route};
 pub use trace_context::{
     HexId, TraceParent, TraceParentError, TraceState, canonical_tracestate, check_tracestate,
 };

@@ -654,7 +654,7 @@ where
                                     else {
                                         panic!("polled after completion");
                                     };
-                                    crate::propagate::mark_decided(&request);
+                                    crate::propagate::mark_decided();
                                     State::Inner {
                                         future: inner.call(request),
                                     }
