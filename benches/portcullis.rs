@@ -384,6 +384,62 @@ mod propagate {
                 criterion::BatchSize::SmallInput,
             )
         });
+
+        // The same work as `PolicyLayer` builds it from a policy file: one route table shared
+        // by the three layers that match routes (matched once per request, not three times).
+        let policy: portcullis::policy::Policy = format!(
+            r#"
+            [[issuers]]
+            issuer = "{ISS}"
+            audiences = ["api"]
+            algorithms = ["ES256"]
+            keys = {{ pem_files = ["tests/keys/p256.pub.pem"] }}
+
+            [[routes]]
+            path = "/orders/**"
+            scopes_all = ["read:orders"]
+
+            [[rate_limits]]
+            name = "default"
+            key = "claim:sub"
+            rate = "1000000000/s"
+
+            [upstream_headers]
+            "x-user-id" = "sub"
+            "#
+        )
+        .parse()
+        .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let layer = runtime.block_on(policy.build()).unwrap();
+        let mut stack = layer.layer(noop());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let claims = serde_json::json!({"iss": ISS, "aud": "api", "sub": "user-42", "iat": now,
+            "exp": now + 3600, "scope": "read:orders"});
+        let key = EncodingKey::from_ec_pem(include_bytes!("../tests/keys/p256.pem")).unwrap();
+        let token = jsonwebtoken::encode(&Header::new(Alg::ES256), &claims, &key).unwrap();
+        let bearer = HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
+        group.bench_function("policy_cached", |b| {
+            b.iter_batched(
+                || {
+                    let mut r = request(true);
+                    r.headers_mut().insert("authorization", bearer.clone());
+                    r
+                },
+                |r| {
+                    let response = serve(&mut stack, r);
+                    assert_eq!(response.status(), 200);
+                    response
+                },
+                criterion::BatchSize::SmallInput,
+            )
+        });
         group.finish();
     }
 }

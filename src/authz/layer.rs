@@ -148,6 +148,7 @@ impl Config {
             .routes
             .resolve_request(request)
             .map_err(AuthzError::BadPath)?;
+        let route = route.map(|(_, route)| route);
         if let Some(route) = route {
             crate::propagate::record_route(route.pattern_text());
         }

@@ -245,6 +245,10 @@ impl Route {
 pub struct Routes {
     routes: Arc<[Route]>,
     cors_preflight: bool,
+    /// Set only by the policy builder, whose layers share one table and stand next to each
+    /// other (nothing between them can change the path or the method): the first layer's match
+    /// is recorded for the request and the others reuse it.
+    shared: bool,
 }
 
 impl fmt::Debug for Routes {
@@ -262,7 +266,41 @@ impl Routes {
         Self {
             routes: routes.into_iter().collect(),
             cors_preflight: false,
+            shared: false,
         }
+    }
+
+    /// Marks this table as shared by adjacent layers of one stack (the policy's): see `shared`.
+    pub(crate) fn shared_in_stack(mut self) -> Self {
+        self.shared = true;
+        self
+    }
+
+    /// The match a layer of the same stack recorded for the current request, if any.
+    fn recorded(&self) -> Option<Match<'_>> {
+        if !self.shared {
+            return None;
+        }
+        let (index, preflight) = crate::propagate::recorded_match(&self.routes)?;
+        let found = match index {
+            Some(i) => Some((i, self.routes.get(i)?)),
+            None => None,
+        };
+        Some((found, preflight))
+    }
+
+    /// The route of a request whose path an earlier layer has normalised: the recorded match
+    /// when there is one, else a search.
+    pub(crate) fn resolve_normalized<B>(
+        &self,
+        request: &http::Request<B>,
+    ) -> Option<(usize, &Route)> {
+        if let Some((found, _)) = self.recorded() {
+            return found;
+        }
+        self.resolve_indexed(request.method(), request.uri().path())
+            .ok()
+            .flatten()
     }
 
     /// Lets CORS preflight requests (`OPTIONS` with `Origin` and
@@ -297,21 +335,24 @@ impl Routes {
             .find(|(_, route)| route.matches(method, &normalized)))
     }
 
-    fn find(&self, method: &Method, path: &NormalizedPath<'_>) -> Option<&Route> {
-        self.routes.iter().find(|route| route.matches(method, path))
-    }
-
     /// Resolves the route of a request and, when its path was not normalised, rewrites the
     /// request's URI to the normalised path (query kept) so the service sees exactly what was
     /// authorised. Returns the route and whether the request is a CORS preflight to let through.
     pub(crate) fn resolve_request<B>(
         &self,
         request: &mut http::Request<B>,
-    ) -> Result<(Option<&Route>, bool), PathError> {
+    ) -> Result<Match<'_>, PathError> {
+        if let Some(recorded) = self.recorded() {
+            return Ok(recorded);
+        }
         let preflight = self.cors_preflight && is_preflight(request);
         let uri = request.uri();
         let normalized = NormalizedPath::new(uri.path())?;
-        let route = self.find(request.method(), &normalized);
+        let route = self
+            .routes
+            .iter()
+            .enumerate()
+            .find(|(_, route)| route.matches(request.method(), &normalized));
         if !normalized.is_canonical() {
             let mut path_and_query = normalized.to_path();
             if let Some(query) = uri.query() {
@@ -322,9 +363,16 @@ impl Routes {
             parts.path_and_query = Some(path_and_query.parse().map_err(|_| PathError::Forbidden)?);
             *request.uri_mut() = http::Uri::from_parts(parts).map_err(|_| PathError::Forbidden)?;
         }
+        if self.shared {
+            crate::propagate::record_match(&self.routes, route.map(|(i, _)| i), preflight);
+        }
         Ok((route, preflight))
     }
 }
+
+/// A request's route (its index in the table and the route), if any matched, and whether the
+/// request is a CORS preflight to let through.
+pub(crate) type Match<'r> = (Option<(usize, &'r Route)>, bool);
 
 fn is_preflight<B>(request: &http::Request<B>) -> bool {
     request.method() == Method::OPTIONS
@@ -332,4 +380,52 @@ fn is_preflight<B>(request: &http::Request<B>) -> bool {
         && request
             .headers()
             .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::propagate::{Decisions, Scope};
+
+    fn request(method: Method, path: &str) -> http::Request<()> {
+        http::Request::builder()
+            .method(method)
+            .uri(path)
+            .body(())
+            .unwrap()
+    }
+
+    #[test]
+    fn a_shared_table_reuses_the_first_match_of_the_request() {
+        let routes = Routes::new([
+            Route::new("/public").unwrap().auth(Auth::None),
+            Route::new("/orders/**").unwrap(),
+        ]);
+        let shared = routes.clone().shared_in_stack();
+        let scope = Scope::enter(Decisions::default());
+        // The first layer matches (and normalises the path) and records.
+        let mut first = request(Method::GET, "/public/../orders/1");
+        let (found, _) = shared.resolve_request(&mut first).unwrap();
+        assert_eq!(found.map(|(i, _)| i), Some(1));
+        assert_eq!(first.uri().path(), "/orders/1");
+        // The next layers of the stack take the record (the request is the same one; the other
+        // path here shows the record is what answers).
+        let mut later = request(Method::GET, "/public");
+        assert_eq!(
+            shared
+                .resolve_request(&mut later)
+                .unwrap()
+                .0
+                .map(|(i, _)| i),
+            Some(1)
+        );
+        assert_eq!(shared.resolve_normalized(&later).map(|(i, _)| i), Some(1));
+        // A table that is not marked shared, or another table, never takes it.
+        assert_eq!(routes.resolve_normalized(&later).map(|(i, _)| i), Some(0));
+        let other = Routes::new([Route::new("/public").unwrap()]).shared_in_stack();
+        assert_eq!(other.resolve_normalized(&later).map(|(i, _)| i), Some(0));
+        drop(scope.exit());
+        // Outside a propagate layer's scope nothing is recorded: each layer searches.
+        assert_eq!(shared.resolve_normalized(&later).map(|(i, _)| i), Some(0));
+    }
 }

@@ -85,7 +85,10 @@ where
         };
         let mut pattern = None;
         if let Some(routes) = &config.routes {
-            match routes.resolve_request(&mut req) {
+            match routes
+                .resolve_request(&mut req)
+                .map(|(route, preflight)| (route.map(|(_, route)| route), preflight))
+            {
                 Err(error) => {
                     return ResponseFuture::rejected(self.reject(JwtError::BadPath(error)));
                 }

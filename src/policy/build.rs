@@ -542,15 +542,19 @@ pub(crate) async fn build(
         limits.push(limit.scope(resolved.scopes[i].clone()));
     }
 
+    // One table for the three layers that match routes, marked shared: they stand next to each
+    // other in `PolicyLayer::layer` (nothing between them can change a request's path or
+    // method), so the first match is recorded and reused, not searched for three times.
+    let routes = resolved.routes.clone().shared_in_stack();
     let sources = file.token.sources.iter().map(|s| s.0.clone());
     let jwt = JwtAuthLayer::new(validator.clone())
         .sources(sources)
-        .routes(resolved.routes.clone());
-    let rate_limit = RateLimitLayer::new(limits.clone()).routes(resolved.routes.clone());
+        .routes(routes.clone());
+    let rate_limit = RateLimitLayer::new(limits.clone()).routes(routes.clone());
     Ok(PolicyLayer {
         propagate: resolved.propagate.clone(),
         jwt,
-        authorize: AuthorizeLayer::new(resolved.routes.clone()),
+        authorize: AuthorizeLayer::new(routes),
         mapping: resolved.mapping.clone(),
         rate_limit,
         from: Arc::new(file.clone()),

@@ -31,7 +31,9 @@ pub use ids::{MAX_REQUEST_ID_LEN, new_request_id, valid_request_id};
 pub use layer::{
     Propagate, PropagateLayer, ResponseFuture, TRACEPARENT, TRACESTATE, TrustIncoming, X_REQUEST_ID,
 };
-pub(crate) use scope::{mark_decided, record_identity, record_route};
+#[cfg(test)]
+pub(crate) use scope::{Decisions, Scope};
+pub(crate) use scope::{mark_decided, record_identity, record_match, record_route, recorded_match};
 pub use trace_context::{
     HexId, TraceParent, TraceParentError, TraceState, canonical_tracestate, check_tracestate,
 };

@@ -14,6 +14,7 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
+use crate::authz::Route;
 use crate::jwt::Identity;
 
 /// The record of one request's decisions.
@@ -23,6 +24,15 @@ pub(crate) struct Decisions {
     pub(crate) route: Option<Arc<str>>,
     /// Monotonic nanoseconds when a layer that decides after its `call` returned decided.
     pub(crate) decided: Option<u64>,
+    /// The route match of the policy stack's shared table (see `Routes::shared`).
+    pub(crate) matched: Option<RouteMatch>,
+}
+
+/// Which route of which table a request matched.
+pub(crate) struct RouteMatch {
+    table: Arc<[Route]>,
+    index: Option<usize>,
+    preflight: bool,
 }
 
 thread_local! {
@@ -107,6 +117,31 @@ pub(crate) fn record_route(route: &Arc<str>) {
 pub(crate) fn mark_decided() {
     let now = crate::clock::monotonic_nanos();
     with_current(|d| d.decided = Some(now));
+}
+
+/// Records the match of a shared route table.
+pub(crate) fn record_match(table: &Arc<[Route]>, index: Option<usize>, preflight: bool) {
+    with_current(|d| {
+        d.matched = Some(RouteMatch {
+            table: Arc::clone(table),
+            index,
+            preflight,
+        });
+    });
+}
+
+/// The recorded match in `table`: the route's index (if one matched) and whether the request
+/// is a CORS preflight; `None` when none was recorded for this table.
+pub(crate) fn recorded_match(table: &Arc<[Route]>) -> Option<(Option<usize>, bool)> {
+    let mut found = None;
+    with_current(|d| {
+        if let Some(m) = &d.matched
+            && Arc::ptr_eq(&m.table, table)
+        {
+            found = Some((m.index, m.preflight));
+        }
+    });
+    found
 }
 
 #[cfg(test)]

@@ -377,9 +377,7 @@ impl Config {
     fn route<'r, B>(&'r self, request: &Request<B>) -> Option<(usize, &'r str)> {
         self.routes.as_ref().and_then(|routes| {
             routes
-                .resolve_indexed(request.method(), request.uri().path())
-                .ok()
-                .flatten()
+                .resolve_normalized(request)
                 .map(|(index, route)| (index, route.pattern()))
         })
     }
