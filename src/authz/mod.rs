@@ -271,6 +271,7 @@ impl Routes {
     }
 
     /// Marks this table as shared by adjacent layers of one stack (the policy's): see `shared`.
+    #[cfg(any(feature = "policy", test))]
     pub(crate) fn shared_in_stack(mut self) -> Self {
         self.shared = true;
         self

@@ -153,6 +153,7 @@ impl PropagateLayer {
     }
 
     /// The request id header this layer sets.
+    #[cfg(feature = "policy")]
     pub(crate) fn request_id_name(&self) -> &HeaderName {
         &self.config.request_id
     }
