@@ -299,6 +299,43 @@ mod propagate {
         }
     }
 
+    /// A request, with the client's request id and traceparent when `ids`.
+    fn request(ids: bool) -> Request<()> {
+        let mut request = Request::get("/orders/42").body(()).unwrap();
+        if ids {
+            let headers = request.headers_mut();
+            headers.insert("x-request-id", HeaderValue::from_static("req-1"));
+            headers.insert("traceparent", HeaderValue::from_static(PARENT));
+        }
+        request
+    }
+
+    /// A request with the client's ids and `bearer`, through `stack`, which answers 200.
+    fn through_stack<S>(
+        group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+        name: &str,
+        stack: &mut S,
+        bearer: &HeaderValue,
+    ) where
+        S: Service<Request<()>, Response = Response<()>, Error = Infallible>,
+    {
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    let mut r = request(true);
+                    r.headers_mut().insert("authorization", bearer.clone());
+                    r
+                },
+                |r| {
+                    let response = serve(stack, r);
+                    assert_eq!(response.status(), 200);
+                    response
+                },
+                criterion::BatchSize::SmallInput,
+            )
+        });
+    }
+
     fn noop() -> impl Service<Request<()>, Response = Response<()>, Error = Infallible> + Clone {
         tower::service_fn(|_: Request<()>| {
             std::future::ready(Ok::<_, Infallible>(Response::new(())))
@@ -309,15 +346,6 @@ mod propagate {
     /// parser, and the whole stack on a cached token.
     pub(super) fn bench(c: &mut Criterion) {
         let mut group = c.benchmark_group("propagate");
-        let request = |ids: bool| {
-            let mut request = Request::get("/orders/42").body(()).unwrap();
-            if ids {
-                let headers = request.headers_mut();
-                headers.insert("x-request-id", HeaderValue::from_static("req-1"));
-                headers.insert("traceparent", HeaderValue::from_static(PARENT));
-            }
-            request
-        };
         let mut layer = PropagateLayer::new().layer(noop());
         group.bench_function("layer_ids_from_client", |b| {
             b.iter_batched(
@@ -369,21 +397,7 @@ mod propagate {
         let bearer = HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
         let _shared = bearer.clone();
         let mut group = c.benchmark_group("stack");
-        group.bench_function("full_cached", |b| {
-            b.iter_batched(
-                || {
-                    let mut r = request(true);
-                    r.headers_mut().insert("authorization", bearer.clone());
-                    r
-                },
-                |r| {
-                    let response = serve(&mut stack, r);
-                    assert_eq!(response.status(), 200);
-                    response
-                },
-                criterion::BatchSize::SmallInput,
-            )
-        });
+        through_stack(&mut group, "full_cached", &mut stack, &bearer);
 
         // The same work as `PolicyLayer` builds it from a policy file: one route table shared
         // by the three layers that match routes (matched once per request, not three times).
@@ -425,21 +439,7 @@ mod propagate {
         let key = EncodingKey::from_ec_pem(include_bytes!("../tests/keys/p256.pem")).unwrap();
         let token = jsonwebtoken::encode(&Header::new(Alg::ES256), &claims, &key).unwrap();
         let bearer = HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
-        group.bench_function("policy_cached", |b| {
-            b.iter_batched(
-                || {
-                    let mut r = request(true);
-                    r.headers_mut().insert("authorization", bearer.clone());
-                    r
-                },
-                |r| {
-                    let response = serve(&mut stack, r);
-                    assert_eq!(response.status(), 200);
-                    response
-                },
-                criterion::BatchSize::SmallInput,
-            )
-        });
+        through_stack(&mut group, "policy_cached", &mut stack, &bearer);
         group.finish();
     }
 }

@@ -284,18 +284,7 @@ fn whole_stack(validator: &portcullis::jwt::Validator, token: &str) {
         (0..n)
             .map(|_| {
                 let mut req = Request::get("/orders/42").body(()).unwrap();
-                let headers = req.headers_mut();
-                headers.reserve(16);
-                headers.insert("authorization", bearer.clone());
-                if with_ids {
-                    headers.insert("x-request-id", http::HeaderValue::from_static("req-1"));
-                    headers.insert(
-                        "traceparent",
-                        http::HeaderValue::from_static(
-                            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-                        ),
-                    );
-                }
+                client_headers(req.headers_mut(), &bearer, with_ids);
                 req
             })
             .collect()
@@ -373,6 +362,22 @@ fn whole_stack(validator: &portcullis::jwt::Validator, token: &str) {
     dhat::assert_eq!(blocks, 5);
 }
 
+/// A client's headers, with room to spare (as hyper parses them): the bearer token and, with
+/// `ids`, a request id and a traceparent.
+fn client_headers(headers: &mut HeaderMap, bearer: &http::HeaderValue, ids: bool) {
+    headers.reserve(16);
+    headers.insert("authorization", bearer.clone());
+    if ids {
+        headers.insert("x-request-id", http::HeaderValue::from_static("req-1"));
+        headers.insert(
+            "traceparent",
+            http::HeaderValue::from_static(
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+        );
+    }
+}
+
 /// Stand-ins for what a router puts in a request's extensions before the stack sees it (with
 /// data, as the router's entries have: a boxed zero-sized value would not allocate).
 #[derive(Clone)]
@@ -414,16 +419,7 @@ fn under_axum(validator: &portcullis::jwt::Validator, token: &str) {
         (0..n)
             .map(|_| {
                 let mut req = Request::get("/orders/42").body(Body::empty()).unwrap();
-                let headers = req.headers_mut();
-                headers.reserve(16);
-                headers.insert("authorization", bearer.clone());
-                headers.insert("x-request-id", http::HeaderValue::from_static("req-1"));
-                headers.insert(
-                    "traceparent",
-                    http::HeaderValue::from_static(
-                        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-                    ),
-                );
+                client_headers(req.headers_mut(), &bearer, true);
                 req
             })
             .collect()
