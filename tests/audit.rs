@@ -234,6 +234,78 @@ fn audit_events_field_by_field() {
         assert_eq!(got, expected, "the documented field set for {id}");
     }
 
+    // A limit in Redis decides in the response future, on whichever worker polls it: the
+    // events still name the subject and route, and the store going away is its own reason.
+    #[cfg(feature = "redis")]
+    {
+        use portcullis::rate_limit::RedisStore;
+        use tower::ServiceExt;
+
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut redis = common::redis_server::RedisServer::start();
+        let store = runtime.block_on(RedisStore::connect(&redis.url())).unwrap();
+        let routes = Routes::new([Route::new("/orders/**").unwrap().scopes_all(["read"])]);
+        let limit = Limit::new(
+            "in-redis",
+            "claim:sub".parse().unwrap(),
+            Quota::per_hour(NonZeroU32::new(1).unwrap()),
+        )
+        .unwrap()
+        .redis(store);
+        let stack = PropagateLayer::new().layer(
+            JwtAuthLayer::new(validator(clock(), 100))
+                .routes(routes.clone())
+                .layer(
+                    AuthorizeLayer::new(routes)
+                        .layer(RateLimitLayer::new([limit]).layer(echo(&seen))),
+                ),
+        );
+        let request = |id: &str| {
+            Request::get("/orders/9")
+                .header("x-request-id", id)
+                .header("authorization", &bearer)
+                .body(String::new())
+                .unwrap()
+        };
+        let mut expected = vec![
+            ("q1", StatusCode::OK, "none"),
+            ("q2", StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+        ];
+        for (id, status, _) in &expected {
+            let response = runtime
+                .block_on(stack.clone().oneshot(request(id)))
+                .unwrap();
+            assert_eq!(response.status(), *status, "{id}");
+        }
+        redis.stop();
+        let response = runtime
+            .block_on(stack.clone().oneshot(request("q3")))
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        expected.push((
+            "q3",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "rate_limit_store_unavailable",
+        ));
+        let events = captured.0.lock().unwrap();
+        for (id, status, reason) in expected {
+            let event = events
+                .iter()
+                .filter(|(target, _)| target == "portcullis::audit")
+                .map(|(_, fields)| fields)
+                .find(|fields| fields["request_id"] == id)
+                .unwrap_or_else(|| panic!("an event for {id}"));
+            assert_eq!(event["reason"], reason, "{id}");
+            assert_eq!(event["status"], status.as_u16().to_string(), "{id}");
+            assert_eq!(event["subject"], "ada", "{id}");
+            assert_eq!(event["route"], "/orders/**", "{id}");
+        }
+    }
+
     // No event and no span of any target carries a token or any part of one.
     let events = captured.0.lock().unwrap();
     assert!(events.iter().any(|(t, _)| t == "span:portcullis::request"));
