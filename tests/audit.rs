@@ -234,6 +234,52 @@ fn audit_events_field_by_field() {
         assert_eq!(got, expected, "the documented field set for {id}");
     }
 
+    // A service that sends a sub-request through another authenticating layer (no propagate
+    // layer of its own) while the outer request is being decided: the outer event names the
+    // outer request's subject, not the sub-request's — and no subject on a public route.
+    for (path, subject) in [("/fan-out", Some("ada")), ("/public/fan-out", None)] {
+        use tower::ServiceExt;
+        let inner_auth = JwtAuthLayer::new(validator(clock(), 100)).layer(echo(&seen));
+        let bob = format!("Bearer {}", mint(Alg::ES256, &claims("bob")));
+        let fan_out = tower::service_fn(move |_req: Request<String>| {
+            let inner_auth = inner_auth.clone();
+            let bob = bob.clone();
+            async move {
+                let sub = Request::get("/sub")
+                    .header("authorization", &bob)
+                    .body(String::new())
+                    .unwrap();
+                inner_auth.oneshot(sub).await
+            }
+        });
+        let public = Routes::new([Route::new("/public/**")
+            .unwrap()
+            .auth(portcullis::authz::Auth::None)]);
+        let mut outer = PropagateLayer::new().layer(
+            JwtAuthLayer::new(validator(clock(), 100))
+                .routes(public)
+                .layer(fan_out),
+        );
+        let id = format!("f-{}", path.len());
+        let response = send(
+            &mut outer,
+            Request::get(path)
+                .header("x-request-id", &id)
+                .header("authorization", &bearer)
+                .body(String::new())
+                .unwrap(),
+        );
+        assert_eq!(response.status(), StatusCode::OK);
+        let events = captured.0.lock().unwrap();
+        let event = events
+            .iter()
+            .filter(|(target, _)| target == "portcullis::audit")
+            .map(|(_, fields)| fields)
+            .find(|fields| fields["request_id"] == id)
+            .unwrap();
+        assert_eq!(event.get("subject").map(String::as_str), subject, "{path}");
+    }
+
     // A limit in Redis decides in the response future, on whichever worker polls it: the
     // events still name the subject and route, and the store going away is its own reason.
     #[cfg(feature = "redis")]

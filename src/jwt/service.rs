@@ -107,6 +107,7 @@ where
             crate::propagate::record_route(pattern);
         }
         if mode == Auth::None {
+            crate::propagate::record_identity(None);
             return ResponseFuture::inner(self.inner.call(req));
         }
         let optional = mode == Auth::Optional;
@@ -117,8 +118,8 @@ where
             req.headers(),
         ) {
             Ok(identity) => {
+                crate::propagate::record_identity(identity.as_ref());
                 if let Some(identity) = identity {
-                    crate::propagate::record_identity(&identity);
                     req.extensions_mut().insert(identity);
                 }
                 ResponseFuture::inner(self.inner.call(req))

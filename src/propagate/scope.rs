@@ -6,10 +6,11 @@
 //! propagate layer runs its inner service's `call`, and each time it polls the inner future, it
 //! installs the request's [`Decisions`] in a thread-local slot; a layer inside that decides
 //! records there and the propagate layer takes the record back when the call or poll returns.
-//! Every layer of this crate decides within those calls and polls — synchronously in `call`, or
-//! in its future (a Redis round trip) — so the record is complete. A layer between them that moves
-//! the work to another task (`tower::buffer`) hides it: the audit event then lacks the subject and
-//! route, and the decision is not lost, only its naming.
+//! The first record of each kind stands (see [`record_identity`]). Every layer of this crate
+//! decides within those calls and polls — synchronously in `call`, or in its future (a Redis
+//! round trip) — so the record is complete. A layer between them that moves the work to another
+//! task (`tower::buffer`) hides it: the audit event then lacks the subject and route; the
+//! decision is not lost, only its naming.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -20,6 +21,8 @@ use crate::jwt::Identity;
 /// The record of one request's decisions.
 #[derive(Default)]
 pub(crate) struct Decisions {
+    /// Whether an authenticating layer has decided (with or without an identity).
+    pub(crate) authenticated: bool,
     pub(crate) identity: Option<Arc<Identity>>,
     pub(crate) route: Option<Arc<str>>,
     /// Monotonic nanoseconds when a layer that decides after its `call` returned decided.
@@ -96,9 +99,18 @@ fn with_current(f: impl FnOnce(&mut Decisions)) {
     });
 }
 
-/// Records the verified identity for the audit event.
-pub(crate) fn record_identity(identity: &Arc<Identity>) {
-    with_current(|d| d.identity = Some(Arc::clone(identity)));
+/// Records how the request was authenticated (the verified identity, or none on a public or
+/// optional route) for the audit event. The first record stands: the request's own
+/// authenticating layer decides before its service runs, and a request the service sends
+/// through another authenticating layer within the same call or poll (a sub-request) must not
+/// rename it.
+pub(crate) fn record_identity(identity: Option<&Arc<Identity>>) {
+    with_current(|d| {
+        if !d.authenticated {
+            d.authenticated = true;
+            d.identity = identity.cloned();
+        }
+    });
 }
 
 /// Records the matched route (before a decision, so that a rejection's audit event names the
@@ -116,7 +128,9 @@ pub(crate) fn record_route(route: &Arc<str>) {
 /// time every synchronous layer has decided.
 pub(crate) fn mark_decided() {
     let now = crate::clock::monotonic_nanos();
-    with_current(|d| d.decided = Some(now));
+    with_current(|d| {
+        d.decided.get_or_insert(now);
+    });
 }
 
 /// Records the match of a shared route table.
@@ -161,9 +175,12 @@ mod tests {
         assert_eq!(inner.route.as_deref(), Some("/inner"));
         assert!(inner.decided.is_some());
         record_route(&Arc::from("/ignored: the outer has one"));
+        mark_decided();
+        let first = CURRENT.with_borrow(|slot| slot.as_ref().unwrap().decided);
+        mark_decided();
         let outer = outer.exit();
         assert_eq!(outer.route.as_deref(), Some("/outer"));
-        assert!(outer.decided.is_none());
+        assert_eq!(outer.decided, first, "the first mark stands");
         CURRENT.with_borrow(|slot| assert!(slot.is_none()));
     }
 
