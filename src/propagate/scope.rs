@@ -127,9 +127,8 @@ pub(crate) fn record_route(route: &Arc<str>) {
 /// round trip): otherwise the propagate layer takes the time its inner `call` returned, by which
 /// time every synchronous layer has decided.
 pub(crate) fn mark_decided() {
-    let now = crate::clock::monotonic_nanos();
     with_current(|d| {
-        d.decided.get_or_insert(now);
+        d.decided.get_or_insert_with(crate::clock::monotonic_nanos);
     });
 }
 
