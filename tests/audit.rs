@@ -68,6 +68,15 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Captured {
     }
 }
 
+/// The audit events of the request with this id.
+fn audit_events<'e>(events: &'e [Record], id: &str) -> Vec<&'e BTreeMap<String, String>> {
+    events
+        .iter()
+        .filter(|(target, fields)| target == "portcullis::audit" && fields["request_id"] == id)
+        .map(|(_, fields)| fields)
+        .collect()
+}
+
 #[test]
 fn audit_events_field_by_field() {
     let captured = Captured::default();
@@ -179,12 +188,7 @@ fn audit_events_field_by_field() {
         // The gateway's own 401/403/429 carry the request id too.
         assert_eq!(response.headers()["x-request-id"], id.as_str());
         let events = captured.0.lock().unwrap();
-        let audit: Vec<_> = events
-            .iter()
-            .filter(|(target, _)| target == "portcullis::audit")
-            .map(|(_, fields)| fields)
-            .filter(|fields| fields["request_id"] == id)
-            .collect();
+        let audit = audit_events(&events, &id);
         assert_eq!(audit.len(), 1, "one event for {id}: {:?}", *events);
         let event = audit[0];
         assert_eq!(event["outcome"], outcome, "{id}");
@@ -271,12 +275,9 @@ fn audit_events_field_by_field() {
         );
         assert_eq!(response.status(), StatusCode::OK);
         let events = captured.0.lock().unwrap();
-        let event = events
-            .iter()
-            .filter(|(target, _)| target == "portcullis::audit")
-            .map(|(_, fields)| fields)
-            .find(|fields| fields["request_id"] == id)
-            .unwrap();
+        let [event] = audit_events(&events, &id)[..] else {
+            panic!("one event for {id}");
+        };
         assert_eq!(event.get("subject").map(String::as_str), subject, "{path}");
     }
 
@@ -339,12 +340,9 @@ fn audit_events_field_by_field() {
         ));
         let events = captured.0.lock().unwrap();
         for (id, status, reason) in expected {
-            let event = events
-                .iter()
-                .filter(|(target, _)| target == "portcullis::audit")
-                .map(|(_, fields)| fields)
-                .find(|fields| fields["request_id"] == id)
-                .unwrap_or_else(|| panic!("an event for {id}"));
+            let [event] = audit_events(&events, id)[..] else {
+                panic!("one event for {id}");
+            };
             assert_eq!(event["reason"], reason, "{id}");
             assert_eq!(event["status"], status.as_u16().to_string(), "{id}");
             assert_eq!(event["subject"], "ada", "{id}");

@@ -328,12 +328,15 @@ impl Routes {
         method: &Method,
         path: &str,
     ) -> Result<Option<(usize, &Route)>, PathError> {
-        let normalized = NormalizedPath::new(path)?;
-        Ok(self
-            .routes
+        Ok(self.find(method, &NormalizedPath::new(path)?))
+    }
+
+    /// The first route matching `method` and `path`, with its index.
+    fn find(&self, method: &Method, path: &NormalizedPath<'_>) -> Option<(usize, &Route)> {
+        self.routes
             .iter()
             .enumerate()
-            .find(|(_, route)| route.matches(method, &normalized)))
+            .find(|(_, route)| route.matches(method, path))
     }
 
     /// Resolves the route of a request and, when its path was not normalised, rewrites the
@@ -349,11 +352,7 @@ impl Routes {
         let preflight = self.cors_preflight && is_preflight(request);
         let uri = request.uri();
         let normalized = NormalizedPath::new(uri.path())?;
-        let route = self
-            .routes
-            .iter()
-            .enumerate()
-            .find(|(_, route)| route.matches(request.method(), &normalized));
+        let route = self.find(request.method(), &normalized);
         if !normalized.is_canonical() {
             let mut path_and_query = normalized.to_path();
             if let Some(query) = uri.query() {
