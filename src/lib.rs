@@ -13,6 +13,7 @@
 //! - [`authz`]: routes with path normalisation, rules over scopes, roles and claims, and
 //!   [`AuthorizeLayer`](authz::AuthorizeLayer) (403 `insufficient_scope`).
 //! - [`claims`]: claim paths and header-safe rendering of claim values.
+//! - [`headers`]: header names as upstreams read them (`_` as `-`).
 //! - [`rate_limit`]: GCRA per key, a bounded in-memory store, and
 //!   [`RateLimitLayer`](rate_limit::RateLimitLayer) with IETF `RateLimit` headers.
 //! - [`propagate`]: request ids, W3C trace context, header propagation, hop-by-hop headers and
@@ -78,6 +79,7 @@ pub mod error;
 #[cfg(fuzzing)]
 pub mod fuzzing;
 pub mod guide;
+pub mod headers;
 pub mod jwt;
 pub mod keys;
 #[cfg(feature = "policy")]

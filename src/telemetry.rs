@@ -10,6 +10,7 @@ pub(crate) const REASONS: &[&str] = &[
     "service_error",
     "alg_none",
     "algorithm_not_allowed",
+    "bad_method",
     "bad_path",
     "bad_signature",
     "crit_unsupported",

@@ -43,7 +43,7 @@ impl AuthzError {
     /// A stable reason code for audit events and metrics.
     pub fn reason(&self) -> &'static str {
         match self {
-            AuthzError::BadPath(_) => "bad_path",
+            AuthzError::BadPath(error) => error.reason(),
             AuthzError::Unauthenticated => "token_missing",
             AuthzError::InsufficientScope { .. } => "insufficient_scope",
         }

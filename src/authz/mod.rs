@@ -33,7 +33,7 @@ use http::{HeaderValue, Method};
 use serde_json::Value;
 
 pub use layer::{Authorize, AuthorizeLayer, AuthzError};
-use path::{NormalizedPath, PathError, PathPattern, PatternError};
+use path::{NormalizedPath, PathCase, PathError, PathParameters, PathPattern, PatternError};
 
 use crate::claims::ClaimPath;
 use crate::jwt::Identity;
@@ -206,8 +206,13 @@ impl Route {
             && self.claims.is_empty())
     }
 
-    fn matches(&self, method: &Method, path: &NormalizedPath<'_>) -> bool {
-        (self.methods.is_empty() || self.methods.contains(method)) && self.pattern.matches(path)
+    fn matches(&self, method: &Method, path: &NormalizedPath<'_>, ignoring_case: bool) -> bool {
+        (self.methods.is_empty() || self.methods.contains(method))
+            && if ignoring_case {
+                self.pattern.matches_ignoring_case(path)
+            } else {
+                self.pattern.matches(path)
+            }
     }
 
     /// Whether `identity` meets the route's rule. Does not allocate.
@@ -240,11 +245,46 @@ impl Route {
     }
 }
 
+/// Headers some frameworks read as the method to act on instead of the request's own. The
+/// routes are matched on the request's method, so these (in every spelling, see
+/// [`crate::headers`]) are removed before the request goes on.
+pub const METHOD_OVERRIDE_HEADERS: [http::HeaderName; 3] = [
+    http::HeaderName::from_static("x-http-method-override"),
+    http::HeaderName::from_static("x-http-method"),
+    http::HeaderName::from_static("x-method-override"),
+];
+
 /// The compiled route table: first match wins. Cheap to clone.
+///
+/// Requests are read one way before they are matched (see [`path`]): `;` path parameters
+/// are refused unless [`path_parameters`](Routes::path_parameters) strips them; a path that
+/// would match another route with letter case ignored is refused unless
+/// [`path_case`](Routes::path_case) says how the upstream reads case; a method that is not in
+/// upper case (`post`), and a `_method` query parameter, are refused; method-override headers
+/// are removed ([`METHOD_OVERRIDE_HEADERS`]).
+///
+/// # Example
+///
+/// ```
+/// use http::Method;
+/// use portcullis::authz::path::{PathCase, PathError, PathParameters};
+/// use portcullis::authz::{Route, Routes};
+///
+/// let routes = Routes::new([Route::new("/admin/**").unwrap().scopes_all(["admin"])]);
+/// assert_eq!(routes.resolve(&Method::GET, "/admin;x/users").unwrap_err(), PathError::Parameter);
+/// assert_eq!(routes.resolve(&Method::GET, "/ADMIN/users").unwrap_err(), PathError::AmbiguousCase);
+/// let post = Method::from_bytes(b"post").unwrap();
+/// assert_eq!(routes.resolve(&post, "/admin").unwrap_err(), PathError::Method);
+///
+/// let iis = routes.clone().path_case(PathCase::Insensitive).path_parameters(PathParameters::Strip);
+/// assert!(iis.resolve(&Method::GET, "/ADMIN;x/users").unwrap().is_some());
+/// ```
 #[derive(Clone, Default)]
 pub struct Routes {
     routes: Arc<[Route]>,
     cors_preflight: bool,
+    parameters: PathParameters,
+    case: PathCase,
     /// Set only by the policy builder, whose layers share one table and stand next to each
     /// other (nothing between them can change the path or the method): the first layer's match
     /// is recorded for the request and the others reuse it.
@@ -256,6 +296,8 @@ impl fmt::Debug for Routes {
         f.debug_struct("Routes")
             .field("routes", &self.routes)
             .field("cors_preflight", &self.cors_preflight)
+            .field("parameters", &self.parameters)
+            .field("case", &self.case)
             .finish()
     }
 }
@@ -266,8 +308,23 @@ impl Routes {
         Self {
             routes: routes.into_iter().collect(),
             cors_preflight: false,
+            parameters: PathParameters::Reject,
+            case: PathCase::RejectAmbiguous,
             shared: false,
         }
+    }
+
+    /// How `;` path parameters are read (default: refused, see [`PathParameters`]).
+    pub fn path_parameters(mut self, parameters: PathParameters) -> Self {
+        self.parameters = parameters;
+        self
+    }
+
+    /// How letter case in paths is compared (default: a path that matches another route with
+    /// case ignored is refused, see [`PathCase`]).
+    pub fn path_case(mut self, case: PathCase) -> Self {
+        self.case = case;
+        self
     }
 
     /// Marks this table as shared by adjacent layers of one stack (the policy's): see `shared`.
@@ -328,15 +385,38 @@ impl Routes {
         method: &Method,
         path: &str,
     ) -> Result<Option<(usize, &Route)>, PathError> {
-        Ok(self.find(method, &NormalizedPath::new(path)?))
+        self.find(method, &NormalizedPath::parse(path, self.parameters)?)
     }
 
-    /// The first route matching `method` and `path`, with its index.
-    fn find(&self, method: &Method, path: &NormalizedPath<'_>) -> Option<(usize, &Route)> {
-        self.routes
-            .iter()
-            .enumerate()
-            .find(|(_, route)| route.matches(method, path))
+    /// The first route matching `method` and `path`, with its index, read as the table's
+    /// [`PathCase`] says. Refuses a method that is not in upper case.
+    fn find(
+        &self,
+        method: &Method,
+        path: &NormalizedPath<'_>,
+    ) -> Result<Option<(usize, &Route)>, PathError> {
+        if method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
+            return Err(PathError::Method);
+        }
+        let first = |ignoring_case| {
+            self.routes
+                .iter()
+                .enumerate()
+                .find(|(_, route)| route.matches(method, path, ignoring_case))
+        };
+        match self.case {
+            PathCase::Sensitive => Ok(first(false)),
+            PathCase::Insensitive => Ok(first(true)),
+            // An exact match is also a match with case ignored, so no route before the first
+            // match with case ignored matches exactly: the two readings agree exactly when that
+            // route also matches exactly (or there is none).
+            PathCase::RejectAmbiguous => match first(true) {
+                Some((_, route)) if !route.matches(method, path, false) => {
+                    Err(PathError::AmbiguousCase)
+                }
+                found => Ok(found),
+            },
+        }
     }
 
     /// Resolves the route of a request and, when its path was not normalised, rewrites the
@@ -350,9 +430,15 @@ impl Routes {
             return Ok(recorded);
         }
         let preflight = self.cors_preflight && is_preflight(request);
+        if request.uri().query().is_some_and(asks_for_another_method) {
+            return Err(PathError::Method);
+        }
+        for name in &METHOD_OVERRIDE_HEADERS {
+            crate::headers::remove_every_spelling(request.headers_mut(), name);
+        }
         let uri = request.uri();
-        let normalized = NormalizedPath::new(uri.path())?;
-        let route = self.find(request.method(), &normalized);
+        let normalized = NormalizedPath::parse(uri.path(), self.parameters)?;
+        let route = self.find(request.method(), &normalized)?;
         if !normalized.is_canonical() {
             let mut path_and_query = normalized.to_path();
             if let Some(query) = uri.query() {
@@ -373,6 +459,15 @@ impl Routes {
 /// A request's route (its index in the table and the route), if any matched, and whether the
 /// request is a CORS preflight to let through.
 pub(crate) type Match<'r> = (Option<(usize, &'r Route)>, bool);
+
+/// Whether a query names a `_method` parameter (read by Symfony, Laravel and others as the
+/// method to act on), in any spelling of its name.
+fn asks_for_another_method(query: &str) -> bool {
+    query.split('&').any(|pair| {
+        let name = pair.split('=').next().unwrap_or_default();
+        path::decodes_to_ignoring_case(name, "_method")
+    })
+}
 
 fn is_preflight<B>(request: &http::Request<B>) -> bool {
     request.method() == Method::OPTIONS

@@ -10,6 +10,7 @@ use tower_service::Service;
 
 use super::{AssertionSigner, ClaimPath, render_header_value};
 use crate::error::ConfigError;
+use crate::headers::remove_every_spelling;
 use crate::jwt::Derived;
 use crate::jwt::Identity;
 
@@ -17,7 +18,9 @@ use crate::jwt::Identity;
 /// every copy of those headers the client sent.
 ///
 /// The removal happens on every request, with or without an identity: a client can never make
-/// the service see its own `x-user-id`, whatever the casing or how many times it sends it.
+/// the service see its own `x-user-id`, whatever the casing, how many times it sends it, or
+/// whether it writes `_` for `-` (`X_User_Id`, which CGI-style servers read as the same name;
+/// see [`crate::headers`]).
 /// Values are rendered once per cached token (see
 /// [`render_header_value`](super::render_header_value)); a claim that is missing or renders to
 /// nothing leaves its header unset. Identity headers always override.
@@ -139,15 +142,16 @@ impl Config {
     }
 
     fn apply(&self, headers: &mut HeaderMap, identity: Option<&Identity>) {
+        // Every value of each name, in every spelling an upstream reads as the same name
+        // (`X_User_Id` for `x-user-id`); names are case-insensitive.
         for (name, _) in self.mappings.iter() {
-            // Removes every value of the name; names are case-insensitive.
-            headers.remove(name);
+            remove_every_spelling(headers, name);
         }
         if self.remove_authorization {
             headers.remove(AUTHORIZATION);
         }
         if let Some(signer) = &self.assertion {
-            headers.remove(signer.header_name());
+            remove_every_spelling(headers, signer.header_name());
         }
         let Some(identity) = identity else {
             return;

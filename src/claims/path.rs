@@ -134,9 +134,22 @@ impl fmt::Debug for ClaimPath {
 
 /// Renders a claim value for an HTTP header: strings as they are, numbers and booleans
 /// canonically (serde_json's form), arrays of those comma-joined; objects, nulls and nested
-/// arrays render nothing. Bytes outside visible ASCII and space (controls, DEL, non-ASCII) and
-/// `%` itself are percent-encoded, so the value is always a valid header value and decodes back
-/// exactly. `None` when nothing renders or the result exceeds [`MAX_HEADER_VALUE_LEN`].
+/// arrays render nothing. Bytes outside visible ASCII and space (controls, DEL, non-ASCII), `%`
+/// itself, `,` (the list separator) and a space at either end of a string (which an upstream's
+/// parser trims) are percent-encoded, so the value is always a valid header value, decodes
+/// back exactly, and no two claim values render alike. `None` when nothing renders or the
+/// result exceeds [`MAX_HEADER_VALUE_LEN`].
+///
+/// # Example
+///
+/// ```
+/// use portcullis::claims::render_header_value;
+/// use serde_json::json;
+///
+/// assert_eq!(render_header_value(&json!(" alice ")).as_deref(), Some("%20alice%20"));
+/// assert_eq!(render_header_value(&json!("a,b")).as_deref(), Some("a%2Cb"));
+/// assert_eq!(render_header_value(&json!(["a", "b"])).as_deref(), Some("a,b"));
+/// ```
 pub fn render_header_value(value: &Value) -> Option<String> {
     let mut out = String::new();
     match value {
@@ -156,8 +169,13 @@ pub fn render_header_value(value: &Value) -> Option<String> {
 fn render_scalar(value: &Value, out: &mut String) -> Option<()> {
     match value {
         Value::String(s) => {
-            for b in s.bytes() {
-                if (0x20..0x7f).contains(&b) && b != b'%' {
+            let last = s.len().saturating_sub(1);
+            for (i, b) in s.bytes().enumerate() {
+                // A space at either end would be trimmed by the upstream's parser (`" alice "`
+                // read as `alice`), and a comma read as a list separator (`"a,b"` as the array
+                // `["a", "b"]`): both are encoded, so no two values render alike.
+                let edge_space = b == b' ' && (i == 0 || i == last);
+                if (0x20..0x7f).contains(&b) && b != b'%' && b != b',' && !edge_space {
                     out.push(char::from(b));
                 } else {
                     out.push_str(&format!("%{b:02X}"));
@@ -247,6 +265,27 @@ mod tests {
         assert_eq!(
             render_header_value(&json!("José 100%")).as_deref(),
             Some("Jos%C3%A9 100%25")
+        );
+        // Values that an upstream would trim or split never render like another value.
+        for (value, want) in [
+            (json!(" alice "), "%20alice%20"),
+            (json!(" alice"), "%20alice"),
+            (json!("alice "), "alice%20"),
+            (json!(" "), "%20"),
+            (json!("a b"), "a b"),
+            (json!("alice,admin"), "alice%2Cadmin"),
+            (json!([" a", "b "]), "%20a,b%20"),
+            (json!("\talice"), "%09alice"),
+        ] {
+            assert_eq!(
+                render_header_value(&value).as_deref(),
+                Some(want),
+                "{value}"
+            );
+        }
+        assert_ne!(
+            render_header_value(&json!("alice")),
+            render_header_value(&json!(" alice "))
         );
         for none in [
             json!(null),

@@ -125,7 +125,7 @@ impl JwtError {
             Missing => "token_missing",
             Duplicate => "token_duplicated",
             MalformedHeader => "malformed_header",
-            BadPath(_) => "bad_path",
+            BadPath(error) => error.reason(),
             TooLarge { .. } => "token_too_large",
             Malformed(JwsError::AlgNone) => "alg_none",
             Malformed(JwsError::UnsupportedAlgorithm) => "unsupported_algorithm",

@@ -359,7 +359,9 @@ pub(crate) fn resolve(
     Ok(Resolved {
         keys,
         algorithms,
-        routes: Routes::new(routes),
+        routes: Routes::new(routes)
+            .path_parameters(file.paths.parameters.0)
+            .path_case(file.paths.case.0),
         scopes,
         mapping,
         propagate,

@@ -35,6 +35,83 @@ pub(crate) struct PolicyFile {
     pub(crate) assertion: Option<Spanned<AssertionSection>>,
     #[serde(default)]
     pub(crate) propagate: PropagateSection,
+    #[serde(default)]
+    pub(crate) paths: PathsSection,
+    #[serde(default)]
+    pub(crate) server: ServerSection,
+}
+
+/// How request paths are read before routes are matched.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PathsSection {
+    #[serde(default)]
+    pub(crate) parameters: ParametersValue,
+    #[serde(default)]
+    pub(crate) case: CaseValue,
+}
+
+/// `"reject"` (the default) or `"strip"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ParametersValue(pub(crate) crate::authz::path::PathParameters);
+
+impl<'de> Deserialize<'de> for ParametersValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use crate::authz::path::PathParameters;
+        parsed(deserializer, |text| match text {
+            "reject" => Ok(ParametersValue(PathParameters::Reject)),
+            "strip" => Ok(ParametersValue(PathParameters::Strip)),
+            other => Err(format!(
+                "unknown parameters {other:?}: use \"reject\" or \"strip\""
+            )),
+        })
+    }
+}
+
+/// `"reject_ambiguous"` (the default), `"sensitive"` or `"insensitive"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct CaseValue(pub(crate) crate::authz::path::PathCase);
+
+impl<'de> Deserialize<'de> for CaseValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use crate::authz::path::PathCase;
+        parsed(deserializer, |text| match text {
+            "reject_ambiguous" => Ok(CaseValue(PathCase::RejectAmbiguous)),
+            "sensitive" => Ok(CaseValue(PathCase::Sensitive)),
+            "insensitive" => Ok(CaseValue(PathCase::Insensitive)),
+            other => Err(format!(
+                "unknown case {other:?}: use \"reject_ambiguous\", \"sensitive\" or \"insensitive\""
+            )),
+        })
+    }
+}
+
+/// How a server built on the policy (the gateway example) treats its connections; the library's
+/// layers do not read it.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ServerSection {
+    pub(crate) header_read_timeout: Option<DurationValue>,
+    pub(crate) idle_timeout: Option<DurationValue>,
+    pub(crate) max_connections: Option<NonZeroU32>,
+    pub(crate) max_header_bytes: Option<NonZeroU32>,
+    pub(crate) underscore_headers: Option<UnderscoreValue>,
+}
+
+/// `"drop"` or `"keep"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct UnderscoreValue(pub(crate) bool);
+
+impl<'de> Deserialize<'de> for UnderscoreValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        parsed(deserializer, |text| match text {
+            "drop" => Ok(UnderscoreValue(false)),
+            "keep" => Ok(UnderscoreValue(true)),
+            other => Err(format!(
+                "unknown underscore_headers {other:?}: use \"drop\" or \"keep\""
+            )),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -86,6 +86,24 @@ pub enum PolicyError {
     Build(String),
 }
 
+/// The `[server]` section of a policy (see [`Policy::server`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerSettings {
+    /// `header_read_timeout`: how long a connection may take, from when it waits for a request
+    /// (new, or kept alive after the last one) until that request's whole header has arrived.
+    pub header_read_timeout: Option<std::time::Duration>,
+    /// `idle_timeout`: how long a connection may go without a byte read or written.
+    pub idle_timeout: Option<std::time::Duration>,
+    /// `max_connections`: connections served at once; more wait to be accepted.
+    pub max_connections: Option<u32>,
+    /// `max_header_bytes`: the request line and header together, at most.
+    pub max_header_bytes: Option<u32>,
+    /// `underscore_headers = "keep"` (`Some(true)`) or `"drop"` (`Some(false)`): whether client
+    /// headers whose names hold `_` reach the upstream.
+    pub keep_underscore_headers: Option<bool>,
+}
+
 /// A checked policy, ready to [`build`](Policy::build).
 #[derive(Clone)]
 pub struct Policy {
@@ -142,6 +160,20 @@ impl Policy {
     /// The address to listen on (`listen`), for a proxy such as the gateway example.
     pub fn listen(&self) -> Option<&str> {
         self.file.listen.as_deref()
+    }
+
+    /// The `[server]` section: how a server built on the policy (the gateway example) treats
+    /// its connections. The library's layers do not read it; what is not set is `None`, for
+    /// the server's own default.
+    pub fn server(&self) -> ServerSettings {
+        let section = &self.file.server;
+        ServerSettings {
+            header_read_timeout: section.header_read_timeout.as_ref().map(|d| d.0),
+            idle_timeout: section.idle_timeout.as_ref().map(|d| d.0),
+            max_connections: section.max_connections.map(|n| n.get()),
+            max_header_bytes: section.max_header_bytes.map(|n| n.get()),
+            keep_underscore_headers: section.underscore_headers.map(|u| u.0),
+        }
     }
 
     /// Builds the stack: fetches remote key sets and connects to Redis where the policy says

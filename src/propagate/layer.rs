@@ -23,6 +23,7 @@ use super::trace_context::{
     FLAG_SAMPLED, TRACEPARENT_LEN, TraceParent, TraceState, canonical_tracestate, check_tracestate,
 };
 use crate::clock::monotonic_nanos;
+use crate::headers::remove_other_spellings;
 use crate::rate_limit::IpNet;
 
 /// `x-request-id`.
@@ -335,6 +336,11 @@ where
         let started = monotonic_nanos();
         if config.strip_hop_by_hop {
             remove_hop_by_hop(request.headers_mut());
+        }
+        // The headers this layer reads and sets reach the service in one spelling only: a
+        // client's `X_Request_Id` would stand beside the id the layer keeps or makes.
+        for name in [&config.request_id, &TRACEPARENT, &TRACESTATE] {
+            remove_other_spellings(request.headers_mut(), name);
         }
         let kept = config.kept_request_id(request.headers(), request.extensions());
         let kept_id = kept.is_some();
