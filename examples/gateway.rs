@@ -1,15 +1,32 @@
 //! Run with `cargo run --example gateway` (demo mode), or
-//! `cargo run --example gateway -- --policy FILE [--listen ADDR] [--upstream URL]`.
+//! `cargo run --example gateway -- --policy FILE [--listen ADDR] [--upstream URL]`
+//! `[--upstream-timeout SECS] [--header-read-timeout SECS] [--idle-timeout SECS]`
+//! `[--max-connections N] [--max-header-bytes N] [--underscore-headers drop|keep]`.
 //!
 //! A small identity-aware reverse proxy built only from the crate's public API: the policy file
 //! in ([`PolicyHandle`], reloaded when the file changes or on SIGHUP), hyper on the front, a
 //! hyper-util client to the upstream. Every request passes the policy's stack — request id and
 //! trace context, token, route rules, identity headers and signed assertion, rate limits —
 //! before it is forwarded; bodies stream through in both directions without buffering.
-//! Hop-by-hop headers are removed both ways; the upstream gets `X-Forwarded-For`,
-//! `X-Forwarded-Proto` and `X-Forwarded-Host`. An upstream that cannot be reached answers 502,
-//! one that does not answer within 30 s (`--upstream-timeout SECS`) answers 504, each with the
-//! request id.
+//! Hop-by-hop headers are removed both ways; the upstream gets `X-Forwarded-For` (the peer
+//! appended), and `X-Forwarded-Proto`, `X-Forwarded-Host`, `Forwarded` and `X-Real-IP` set by
+//! the gateway alone (a client's copies are replaced). Headers only a proxy may set are never
+//! taken from a client: `X-Original-URL`, `X-Rewrite-URL` and `X-Original-URI` (path overrides
+//! that IIS, Symfony and nginx setups honour) are removed, and so is every client header whose
+//! name holds `_` (`X_User_Id`, which CGI-style servers read as `X-User-Id`), unless
+//! `--underscore-headers keep`. A request that cannot be read one way is answered 400: an
+//! HTTP/1.1 request without exactly one `Host`, a request body whose framing breaks. An
+//! upstream that cannot be reached answers 502, one that does not answer within 30 s
+//! (`--upstream-timeout SECS`) answers 504, each with the request id.
+//!
+//! Connections are bounded: a request's header must arrive within 10 s of the connection
+//! waiting for it (`--header-read-timeout`; this also closes kept-alive connections that send
+//! nothing more), a connection that moves no byte either way for 60 s is closed
+//! (`--idle-timeout`), the request line and header may hold 64 KiB at most
+//! (`--max-header-bytes`, 431 past it), and at most `--max-connections` are served at once
+//! (default: half the process's open-file limit less a reserve, at most 10 000), the rest wait
+//! in the listen queue. An accept error (out of descriptors) is logged and retried with
+//! back-off. The `[server]` section of the policy sets the same values; flags win.
 //!
 //! The gateway itself answers `/health`, `/metrics` (Prometheus text format) and
 //! `/.well-known/portcullis/jwks.json` (the keys that verify the identity assertion) — behind
@@ -29,25 +46,28 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::pin;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use http::header::{HOST, HeaderValue};
+use http::header::{HOST, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use portcullis::policy::{Policy, PolicyHandle};
+use portcullis::headers::{remove_every_spelling, remove_other_spellings, remove_underscored};
+use portcullis::policy::{Policy, PolicyHandle, ServerSettings};
 use portcullis::propagate::remove_hop_by_hop;
 use portcullis::rate_limit::PeerAddr;
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use serde_json::json;
+use tokio::sync::Semaphore;
 use tower::{Layer, Service, ServiceExt};
 
 type Body = BoxBody<Bytes, hyper::Error>;
@@ -57,9 +77,70 @@ const DEMO_AUDIENCE: &str = "demo-api";
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: gateway [--policy FILE] [--listen ADDR] [--upstream URL] [--upstream-timeout SECS]"
+        "usage: gateway [--policy FILE] [--listen ADDR] [--upstream URL] [--upstream-timeout SECS]\n\
+         \x20              [--header-read-timeout SECS] [--idle-timeout SECS] [--max-connections N]\n\
+         \x20              [--max-header-bytes N] [--underscore-headers drop|keep]"
     );
     ExitCode::from(2)
+}
+
+/// Headers that override the path a server routes on (IIS URL Rewrite, Symfony, nginx
+/// setups): a client's copy would route the upstream past the path the gate checked.
+const PATH_OVERRIDES: [&str; 3] = ["x-original-url", "x-rewrite-url", "x-original-uri"];
+
+/// The request body as it reaches the upstream: a failure to read it from the client (broken
+/// chunked framing, a connection cut mid-body) is marked as the client's, so it answers 400,
+/// not 502.
+type ClientBody =
+    http_body_util::combinators::MapErr<Incoming, fn(hyper::Error) -> ClientBodyError>;
+
+/// A failure reading the client's request body.
+#[derive(Debug)]
+struct ClientBodyError(hyper::Error);
+
+impl std::fmt::Display for ClientBodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "reading the request body: {}", self.0)
+    }
+}
+
+impl std::error::Error for ClientBodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// Whether an upstream client error was caused by the client's request body.
+fn caused_by_client(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if error.is::<ClientBodyError>() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
+}
+
+/// What a request must be before it reaches the policy: one `Host` (HTTP/1.1 requires it, and
+/// it becomes `X-Forwarded-Host`), no header only a proxy may set, and (unless kept) no header
+/// whose name an upstream would read as another's.
+fn admit<B>(request: &mut Request<B>, keep_underscore_headers: bool) -> Result<(), &'static str> {
+    let hosts = request.headers().get_all(HOST).iter().count();
+    if hosts > 1 || (hosts == 0 && request.version() == http::Version::HTTP_11) {
+        return Err("a request needs exactly one Host header");
+    }
+    let headers = request.headers_mut();
+    // Before any layer adds headers: a client's Connection header can only remove its own
+    // copies.
+    remove_hop_by_hop(headers);
+    if !keep_underscore_headers {
+        remove_underscored(headers);
+    }
+    for name in PATH_OVERRIDES {
+        remove_every_spelling(headers, &HeaderName::from_static(name));
+    }
+    Ok(())
 }
 
 fn full(body: impl Into<Bytes>) -> Body {
@@ -81,7 +162,7 @@ fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Body>
 /// The service behind the policy: the gateway's own endpoints, else the upstream.
 #[derive(Clone)]
 struct Proxy {
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, ClientBody>,
     upstream: Uri,
     timeout: Duration,
     handle: PolicyHandle,
@@ -89,7 +170,7 @@ struct Proxy {
 }
 
 impl Proxy {
-    async fn forward(self, mut request: Request<Incoming>) -> Response<Body> {
+    async fn forward(self, mut request: Request<ClientBody>) -> Response<Body> {
         // The request id the policy set (a refcount), for an error answer.
         let request_id = request
             .headers()
@@ -130,28 +211,20 @@ impl Proxy {
             );
         };
         *request.uri_mut() = uri;
-        let headers = request.headers_mut();
-        if let Some(host) = headers.remove(HOST) {
-            headers.insert("x-forwarded-host", host);
-        }
-        if let Some(peer) = request.extensions().get::<PeerAddr>().map(|p| p.0.ip()) {
-            let headers = request.headers_mut();
-            let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-                Some(earlier) => format!("{earlier}, {peer}"),
-                None => peer.to_string(),
-            };
-            if let Ok(value) = HeaderValue::from_str(&value) {
-                headers.insert("x-forwarded-for", value);
-            }
-        }
-        request
-            .headers_mut()
-            .insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        let peer = request.extensions().get::<PeerAddr>().map(|p| p.0.ip());
+        set_forwarding_headers(request.headers_mut(), peer);
         match tokio::time::timeout(self.timeout, self.client.request(request)).await {
             Ok(Ok(response)) => {
                 let mut response = response.map(|body| body.boxed());
                 remove_hop_by_hop(response.headers_mut());
                 response
+            }
+            Ok(Err(error)) if caused_by_client(&error) => {
+                tracing::info!(target: "gateway", %error, request_id = request_id(), "bad request body");
+                json_response(
+                    StatusCode::BAD_REQUEST,
+                    json!({"error": "bad_request", "request_id": request_id()}),
+                )
             }
             Ok(Err(error)) => {
                 tracing::warn!(target: "gateway", %error, request_id = request_id(), "upstream unreachable");
@@ -168,7 +241,56 @@ impl Proxy {
     }
 }
 
-impl Service<Request<Incoming>> for Proxy {
+/// The forwarding headers, set by the gateway alone: `X-Forwarded-For` gets the peer appended;
+/// `X-Forwarded-Host` (from `Host`), `X-Forwarded-Proto`, `Forwarded` and `X-Real-IP` replace
+/// whatever the client sent, in every spelling of their names.
+fn set_forwarding_headers(headers: &mut http::HeaderMap, peer: Option<std::net::IpAddr>) {
+    let host = headers.remove(HOST);
+    for name in [
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "forwarded",
+        "x-real-ip",
+    ] {
+        remove_every_spelling(headers, &HeaderName::from_static(name));
+    }
+    let forwarded_for = HeaderName::from_static("x-forwarded-for");
+    remove_other_spellings(headers, &forwarded_for);
+    // RFC 7239: `for=` (an IPv6 address quoted, in brackets), `host=` quoted, `proto=`.
+    let mut forwarded = Vec::new();
+    if let Some(peer) = peer {
+        let mut chain: Vec<String> = headers
+            .get_all(&forwarded_for)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_owned))
+            .collect();
+        chain.push(peer.to_string());
+        if let Ok(value) = HeaderValue::from_str(&chain.join(", ")) {
+            headers.insert(&forwarded_for, value);
+        }
+        if let Ok(value) = HeaderValue::from_str(&peer.to_string()) {
+            headers.insert("x-real-ip", value);
+        }
+        forwarded.push(match peer {
+            std::net::IpAddr::V4(v4) => format!("for={v4}"),
+            std::net::IpAddr::V6(v6) => format!("for=\"[{v6}]\""),
+        });
+    }
+    if let Some(host) = host {
+        // `"` and `\` never stand in a valid Host; such a value is left out of `Forwarded`.
+        if let Some(text) = host.to_str().ok().filter(|t| !t.contains(['"', '\\'])) {
+            forwarded.push(format!("host=\"{text}\""));
+        }
+        headers.insert("x-forwarded-host", host);
+    }
+    forwarded.push("proto=http".to_owned());
+    if let Ok(value) = HeaderValue::from_str(&forwarded.join(";")) {
+        headers.insert("forwarded", value);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+}
+
+impl Service<Request<ClientBody>> for Proxy {
     type Response = Response<Body>;
     type Error = Infallible;
     type Future = std::pin::Pin<
@@ -182,7 +304,7 @@ impl Service<Request<Incoming>> for Proxy {
         std::task::Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, request: Request<ClientBody>) -> Self::Future {
         let this = self.clone();
         Box::pin(async move { Ok(this.forward(request).await) })
     }
@@ -228,6 +350,167 @@ async fn start_echo() -> std::io::Result<SocketAddr> {
         }
     });
     Ok(addr)
+}
+
+/// The first and the longest wait before accepting again after an accept error.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// How the gateway treats its connections: flags, else the policy's `[server]`, else defaults.
+#[derive(Debug, Clone, Copy)]
+struct ConnectionLimits {
+    header_read_timeout: Duration,
+    idle_timeout: Duration,
+    max_connections: usize,
+    max_header_bytes: usize,
+    keep_underscore_headers: bool,
+}
+
+impl ConnectionLimits {
+    fn new(flags: &ServerSettings, policy: &ServerSettings) -> Self {
+        let to_usize = |n: u32| usize::try_from(n).unwrap_or(usize::MAX);
+        Self {
+            header_read_timeout: flags
+                .header_read_timeout
+                .or(policy.header_read_timeout)
+                .unwrap_or(Duration::from_secs(10)),
+            idle_timeout: flags
+                .idle_timeout
+                .or(policy.idle_timeout)
+                .unwrap_or(Duration::from_secs(60)),
+            max_connections: flags
+                .max_connections
+                .or(policy.max_connections)
+                .map_or_else(default_max_connections, to_usize),
+            // hyper reads at least 8 KiB at a time: a smaller cap could not be kept.
+            max_header_bytes: flags
+                .max_header_bytes
+                .or(policy.max_header_bytes)
+                .map_or(64 * 1024, to_usize)
+                .max(8 * 1024),
+            keep_underscore_headers: flags
+                .keep_underscore_headers
+                .or(policy.keep_underscore_headers)
+                .unwrap_or(false),
+        }
+    }
+}
+
+/// Half the process's open-file limit less a reserve (each connection may hold one to the
+/// upstream too), between 16 and 10 000; 1 024 where the limit cannot be read.
+fn default_max_connections() -> usize {
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+            line.split_whitespace().nth(3)?.parse::<usize>().ok()
+        });
+    soft.map_or(1024, |n| (n.saturating_sub(64) / 2).clamp(16, 10_000))
+}
+
+/// A connection that fails with `TimedOut` once no byte has moved either way for `limit`:
+/// a stalled upload, or a client that stops reading its response.
+struct IdleTimeout {
+    io: tokio::net::TcpStream,
+    limit: Duration,
+    last: tokio::time::Instant,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl IdleTimeout {
+    fn new(io: tokio::net::TcpStream, limit: Duration) -> Self {
+        let now = tokio::time::Instant::now();
+        Self {
+            io,
+            limit,
+            last: now,
+            timer: Box::pin(tokio::time::sleep_until(now + limit)),
+        }
+    }
+
+    /// After a poll of the stream: notes progress, or while it is pending, fails once the
+    /// limit has passed since the last progress. The timer is reset only when it fires early.
+    fn check<T>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        poll: std::task::Poll<std::io::Result<T>>,
+        progressed: impl FnOnce(&T) -> bool,
+    ) -> std::task::Poll<std::io::Result<T>> {
+        use std::task::Poll;
+        match poll {
+            Poll::Ready(Ok(value)) => {
+                if progressed(&value) {
+                    self.last = tokio::time::Instant::now();
+                }
+                Poll::Ready(Ok(value))
+            }
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            Poll::Pending => loop {
+                if self.timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                let deadline = self.last + self.limit;
+                if deadline <= tokio::time::Instant::now() {
+                    return Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()));
+                }
+                self.timer.as_mut().reset(deadline);
+            },
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for IdleTimeout {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let poll = std::pin::Pin::new(&mut this.io).poll_read(cx, buf);
+        let after = buf.filled().len();
+        this.check(cx, poll, |_| after > before)
+    }
+}
+
+impl tokio::io::AsyncWrite for IdleTimeout {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = std::pin::Pin::new(&mut this.io).poll_write(cx, buf);
+        this.check(cx, poll, |n| *n > 0)
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = std::pin::Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.check(cx, poll, |n| *n > 0)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
 }
 
 async fn shutdown_signal() {
@@ -348,16 +631,41 @@ fn hex_prefix() -> Vec<u8> {
 async fn main() -> ExitCode {
     let (mut policy_path, mut listen, mut upstream) = (None, None, None);
     let mut timeout = Duration::from_secs(30);
+    let mut flags = ServerSettings::default();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        match (arg.as_str(), args.next()) {
+        let value = args.next();
+        let secs = || {
+            value
+                .as_deref()
+                .and_then(|v| v.parse().ok())
+                .map(Duration::from_secs)
+        };
+        let count = || {
+            value
+                .as_deref()
+                .and_then(|v| v.parse::<u32>().ok())
+                .filter(|n| *n > 0)
+        };
+        match (arg.as_str(), value.clone()) {
             ("--policy", Some(path)) => policy_path = Some(PathBuf::from(path)),
             ("--listen", Some(addr)) => listen = Some(addr),
             ("--upstream", Some(url)) => upstream = Some(url),
-            ("--upstream-timeout", Some(secs)) => match secs.parse() {
-                Ok(secs) => timeout = Duration::from_secs(secs),
-                Err(_) => return usage(),
+            ("--upstream-timeout", Some(_)) => match secs() {
+                Some(secs) => timeout = secs,
+                None => return usage(),
             },
+            ("--header-read-timeout", Some(_)) if secs().is_some() => {
+                flags.header_read_timeout = secs();
+            }
+            ("--idle-timeout", Some(_)) if secs().is_some() => flags.idle_timeout = secs(),
+            ("--max-connections", Some(_)) if count().is_some() => flags.max_connections = count(),
+            ("--max-header-bytes", Some(_)) if count().is_some() => {
+                flags.max_header_bytes = count();
+            }
+            ("--underscore-headers", Some(keep)) if keep == "keep" || keep == "drop" => {
+                flags.keep_underscore_headers = Some(keep == "keep");
+            }
             _ => return usage(),
         }
     }
@@ -412,6 +720,10 @@ async fn main() -> ExitCode {
         });
     }
 
+    let limits = ConnectionLimits::new(
+        &flags,
+        &policy.as_ref().map(Policy::server).unwrap_or_default(),
+    );
     let listen = listen
         .or_else(|| policy.as_ref().and_then(|p| p.listen().map(str::to_owned)))
         .unwrap_or_else(|| "127.0.0.1:8080".to_owned());
@@ -490,28 +802,66 @@ async fn main() -> ExitCode {
 
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = pin!(shutdown_signal());
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, peer)) = accepted else { continue };
-                let app = app.clone();
-                let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-                    request.extensions_mut().insert(PeerAddr(peer));
-                    // Before any layer adds headers: a client's Connection header can only
-                    // remove its own copies.
-                    remove_hop_by_hop(request.headers_mut());
-                    let app = app.clone();
-                    async move { app.oneshot(request).await }
-                });
-                let connection = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service);
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    let _ = connection.await;
-                });
-            }
+        // A free place first: past the cap, connections wait in the listen queue.
+        let permit = tokio::select! {
+            permit = Arc::clone(&permits).acquire_owned() => permit.expect("never closed"),
             _ = &mut shutdown => break,
-        }
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = &mut shutdown => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => {
+                backoff = ACCEPT_BACKOFF_MIN;
+                accepted
+            }
+            Err(error) => {
+                // Out of descriptors (EMFILE) and the like: retrying at once would spin.
+                tracing::warn!(target: "gateway", %error, retry_in_ms = backoff.as_millis() as u64, "cannot accept a connection");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = &mut shutdown => break,
+                }
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                continue;
+            }
+        };
+        let app = app.clone();
+        let keep_underscore_headers = limits.keep_underscore_headers;
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(PeerAddr(peer));
+            let admitted = admit(&mut request, keep_underscore_headers);
+            let app = app.clone();
+            async move {
+                if let Err(reason) = admitted {
+                    return Ok(json_response(
+                        StatusCode::BAD_REQUEST,
+                        json!({"error": "bad_request", "reason": reason}),
+                    ));
+                }
+                let request = request.map(|body| {
+                    body.map_err(ClientBodyError as fn(hyper::Error) -> ClientBodyError)
+                });
+                app.oneshot(request).await
+            }
+        });
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_header_size(limits.max_header_bytes)
+            .serve_connection(
+                TokioIo::new(IdleTimeout::new(stream, limits.idle_timeout)),
+                service,
+            );
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(permit);
+        });
     }
     drop(listener);
     let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;

@@ -31,10 +31,14 @@ pub fn parse_jws(data: &[u8]) {
     crate::token::fuzz_parse(data);
 }
 
-/// Route matching over arbitrary paths: whenever the raw path and its normalised form are both
-/// valid, they match the same patterns, and normalising is idempotent.
+/// Route matching over arbitrary paths and requests. The first byte chooses how parameters
+/// and case are read. Whenever a path is accepted, its normalised form is canonical, holds no
+/// `;`, normalises to itself and matches the same patterns; whenever a request (method, space,
+/// target) is accepted, it is forwarded with exactly that normalised path, which resolves to
+/// the same route, and without method-override headers.
 pub fn route(data: &[u8]) {
     crate::authz::path::fuzz_route(data);
+    crate::authz::fuzz_resolve(data);
 }
 
 /// Claim-path parsing and lookup over arbitrary JSON. The input is a path, a NUL byte, then a

@@ -67,13 +67,31 @@ impl Gateway {
     }
 }
 
+/// The gateway's command line, under `ulimit -n open_files` when given.
+fn command(args: &[&str], open_files: Option<u32>) -> Command {
+    let mut command = match open_files {
+        None => Command::new(example_binary()),
+        Some(limit) => {
+            let mut sh = Command::new("sh");
+            sh.arg("-c")
+                .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+                .arg(example_binary());
+            sh
+        }
+    };
+    command.args(["--listen", "127.0.0.1:0"]).args(args);
+    command
+}
+
 fn start(args: &[&str]) -> Gateway {
-    let child = Command::new(example_binary())
-        .args(["--listen", "127.0.0.1:0"])
-        .args(args)
+    // Audit events go to standard error.
+    spawn(command(args, None), Stdio::null())
+}
+
+fn spawn(mut command: Command, stderr: Stdio) -> Gateway {
+    let child = command
         .stdout(Stdio::piped())
-        // Audit events go to standard error.
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("the example is built by cargo test");
     // Owned by the guard from here on, so the process is killed and reaped on every path.
@@ -581,4 +599,381 @@ async fn a_reload_under_load_loses_no_request() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A raw HTTP/1.1 request with the token, as written, on its own connection.
+async fn raw(addr: SocketAddr, head: &str, token: Option<&str>) -> (u16, String) {
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let (first, rest) = head.split_once("\r\n").unwrap_or((head, ""));
+    let request = format!("{first}\r\n{auth}{rest}");
+    common::raw_exchange(addr, request.as_bytes()).await
+}
+
+#[tokio::test]
+async fn requests_the_gateway_cannot_read_one_way_are_refused() {
+    let gateway = start(&[]);
+    let token = Some(gateway.token.as_str());
+    let close = "Host: localhost\r\nConnection: close\r\n\r\n";
+    let cases = [
+        // Path parameters, in any segment, raw or encoded; with and without a token.
+        (format!("GET /admin;x/users HTTP/1.1\r\n{close}"), 400),
+        (format!("GET /public/..;/admin/users HTTP/1.1\r\n{close}"), 400),
+        (format!("GET /orders/42;jsessionid=1 HTTP/1.1\r\n{close}"), 400),
+        (format!("GET /admin%3Bx/users HTTP/1.1\r\n{close}"), 400),
+        (format!("GET /public/..%3b/admin/users HTTP/1.1\r\n{close}"), 400),
+        // Method spellings that upper-casing servers would serve as DELETE or POST.
+        (format!("delete /orders/42 HTTP/1.1\r\n{close}"), 400),
+        (format!("Post /orders/42 HTTP/1.1\r\n{close}"), 400),
+        (format!("GET /orders/42?_method=DELETE HTTP/1.1\r\n{close}"), 400),
+        // A case-insensitive upstream would serve this as /admin/users.
+        (format!("GET /ADMIN/users HTTP/1.1\r\n{close}"), 400),
+        (format!("GET /%41dmin/users HTTP/1.1\r\n{close}"), 400),
+        // HTTP/1.1 needs exactly one Host (it becomes X-Forwarded-Host); HTTP/1.0 may omit it.
+        ("GET /orders/42 HTTP/1.1\r\nConnection: close\r\n\r\n".to_owned(), 400),
+        (
+            "GET /orders/42 HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n"
+                .to_owned(),
+            400,
+        ),
+        ("GET /orders/42 HTTP/1.0\r\n\r\n".to_owned(), 200),
+        // Broken chunked framing is the client's fault: 400, not 502.
+        (
+            "POST /orders/42 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\nhello\r\n0\r\n\r\n".to_owned(),
+            400,
+        ),
+        (
+            "POST /orders/42 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhelloXX\r\n0\r\n\r\n".to_owned(),
+            400,
+        ),
+        // A header past the bound (64 KiB by default).
+        (
+            format!("GET /orders/42 HTTP/1.1\r\nX-Big: {}\r\n{close}", "a".repeat(300 * 1024)),
+            431,
+        ),
+        (format!("GET /orders/42 HTTP/1.1\r\n{close}"), 200),
+    ];
+    for (request, want) in &cases {
+        let (status, response) = raw(gateway.addr, request, token).await;
+        assert_eq!(
+            status,
+            *want,
+            "{}\n{response}",
+            &request[..request.len().min(80)]
+        );
+    }
+    // Without a token the same requests are still refused as unreadable, not as unauthenticated.
+    for (request, want) in &cases[..10] {
+        assert_eq!(raw(gateway.addr, request, None).await.0, *want, "{request}");
+    }
+}
+
+/// Python's reference WSGI server (wsgiref) as the upstream, answering with its CGI environment.
+struct WsgiUpstream {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for WsgiUpstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_wsgi_upstream() -> WsgiUpstream {
+    let script = format!(
+        "{}/tests/upstreams/wsgi_echo.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut child = Command::new("python3")
+        .arg(script)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs the WSGI upstream");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line.trim().parse().expect("the upstream prints its port");
+    WsgiUpstream { child, port }
+}
+
+#[tokio::test]
+async fn a_cgi_style_upstream_sees_only_the_gateways_identity_and_forwarding() {
+    let upstream = start_wsgi_upstream();
+    let url = format!("http://127.0.0.1:{}", upstream.port);
+    let spoofs = "X_User_Id: admin\r\nx-user_id: root\r\nX-Original-URL: /admin/users\r\n\
+        X_Original_URL: /admin/users\r\nX-Rewrite-URL: /admin/users\r\nX-Original-URI: /admin\r\n\
+        Forwarded: for=6.6.6.6;host=evil\r\nX-Real-IP: 6.6.6.6\r\nX_Real_IP: 6.6.6.6\r\n\
+        X-Forwarded-Host: evil\r\nX_Forwarded_Host: evil\r\nX-Forwarded-Proto: https\r\n\
+        X_Forwarded_For: 6.6.6.6\r\nX_Request_Id: forged\r\nX_Custom: 1\r\n";
+    let request =
+        format!("GET /orders/42 HTTP/1.1\r\nHost: localhost\r\n{spoofs}Connection: close\r\n\r\n");
+
+    for keep in [false, true] {
+        let mut args = vec!["--upstream", url.as_str()];
+        if keep {
+            args.extend(["--underscore-headers", "keep"]);
+        }
+        let gateway = start(&args);
+        let (status, response) = raw(gateway.addr, &request, Some(&gateway.token)).await;
+        assert_eq!(status, 200, "{response}");
+        let seen: Value = serde_json::from_str(response.split_once("\r\n\r\n").unwrap().1).unwrap();
+        let environ = &seen["environ"];
+        assert_eq!(seen["path_info"], "/orders/42");
+        assert_eq!(environ["HTTP_X_USER_ID"], "demo-user", "keep={keep}");
+        for absent in [
+            "HTTP_X_ORIGINAL_URL",
+            "HTTP_X_REWRITE_URL",
+            "HTTP_X_ORIGINAL_URI",
+        ] {
+            assert!(
+                environ.get(absent).is_none(),
+                "{absent} keep={keep}: {environ}"
+            );
+        }
+        assert_eq!(environ["HTTP_X_REAL_IP"], "127.0.0.1");
+        assert_eq!(
+            environ["HTTP_FORWARDED"],
+            r#"for=127.0.0.1;host="localhost";proto=http"#
+        );
+        assert_eq!(environ["HTTP_X_FORWARDED_HOST"], "localhost");
+        assert_eq!(environ["HTTP_X_FORWARDED_PROTO"], "http");
+        assert_eq!(environ["HTTP_X_FORWARDED_FOR"], "127.0.0.1");
+        assert!(
+            !environ["HTTP_X_REQUEST_ID"]
+                .as_str()
+                .unwrap()
+                .contains("forged")
+        );
+        // Other underscored headers are dropped unless the gateway is told to keep them.
+        assert_eq!(environ.get("HTTP_X_CUSTOM").is_some(), keep, "{environ}");
+    }
+}
+
+/// Reads from `stream` until the server closes it; `Some(bytes read)` if that happened
+/// within `within`.
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> Option<usize> {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    match tokio::time::timeout(within, stream.read_to_end(&mut seen)).await {
+        Ok(_) => Some(seen.len()),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test]
+async fn connections_are_bounded_in_time_size_and_number() {
+    use tokio::io::AsyncWriteExt;
+    let gateway = start(&[
+        "--header-read-timeout",
+        "1",
+        "--idle-timeout",
+        "2",
+        "--max-header-bytes",
+        "16384",
+    ]);
+    let addr = gateway.addr;
+    // A header dribbled a byte at a time is cut at the header-read timeout.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let dribble = async {
+        for byte in b"GET /orders/42 HTTP/1.1\r\nHost: localhost\r\nX-Slow: " {
+            if slow.write_all(&[*byte]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for _ in 0..100 {
+            if slow.write_all(b"a").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let started = std::time::Instant::now();
+    dribble.await;
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the dribbled header was cut, so writing failed before its end"
+    );
+    // A kept-alive connection that sends nothing more is closed too.
+    let mut kept = tokio::net::TcpStream::connect(addr).await.unwrap();
+    kept.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(
+        closed_within(&mut kept, Duration::from_secs(5))
+            .await
+            .is_some()
+    );
+    // A body that stalls is cut at the idle timeout.
+    let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stalled
+        .write_all(
+            format!(
+                "POST /orders/42 HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nContent-Length: 100\r\n\r\n0123456789",
+                gateway.token
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        closed_within(&mut stalled, Duration::from_secs(8))
+            .await
+            .is_some()
+    );
+    // The header bound from the flag.
+    let big = |n: usize| {
+        format!(
+            "GET /health HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+            "a".repeat(n)
+        )
+    };
+    assert_eq!(
+        common::raw_exchange(addr, big(20 * 1024).as_bytes())
+            .await
+            .0,
+        431
+    );
+    assert_eq!(
+        common::raw_exchange(addr, big(10 * 1024).as_bytes())
+            .await
+            .0,
+        200
+    );
+}
+
+#[tokio::test]
+async fn past_the_connection_cap_clients_wait_for_a_place() {
+    let gateway = start(&["--max-connections", "2", "--header-read-timeout", "30"]);
+    let addr = gateway.addr;
+    let idle: Vec<tokio::net::TcpStream> = vec![
+        tokio::net::TcpStream::connect(addr).await.unwrap(),
+        tokio::net::TcpStream::connect(addr).await.unwrap(),
+    ];
+    // Give the gateway time to take both places.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let waiting = tokio::spawn(common::raw_exchange(
+        addr,
+        b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a third connection waits while two are held"
+    );
+    drop(idle);
+    let (status, _) = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("served once a place is free")
+        .unwrap();
+    assert_eq!(status, 200);
+}
+
+/// CPU time (user + system, in clock ticks) of a process, from /proc.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) start at state: utime and stime are
+    // the 12th and 13th of them.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[tokio::test]
+async fn out_of_descriptors_the_gateway_backs_off_and_recovers() {
+    let dir = scratch("emfile");
+    let log = dir.join("stderr.log");
+    let gateway = spawn(
+        command(
+            &["--max-connections", "1000", "--header-read-timeout", "30"],
+            Some(48),
+        ),
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
+    let addr = gateway.addr;
+    // More idle connections than the descriptors left: the kernel queues them, accept fails.
+    let mut idle = Vec::new();
+    for _ in 0..80 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = cpu_ticks(gateway.child.id());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let spent = cpu_ticks(gateway.child.id()) - before;
+    // Ticks are 1/100 s: an accept loop retrying at once would spend most of the 2 s.
+    assert!(spent < 50, "the accept loop spun: {spent} ticks in 2 s");
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(stderr.contains("cannot accept a connection"), "{stderr}");
+    drop(idle);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _) = common::raw_exchange(
+            addr,
+            b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        if status == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "served again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_policy_file_sets_the_server_limits_and_path_reading() {
+    let dir = scratch("server-section");
+    let file = dir.join("policy.toml");
+    let keys = format!(r#"{{ pem_files = ["{}/p256.pub.pem"] }}"#, keys_dir());
+    let text = format!(
+        "{}\n[paths]\nparameters = \"strip\"\ncase = \"insensitive\"\n\n[server]\nmax_header_bytes = 16384\nunderscore_headers = \"keep\"\nheader_read_timeout = \"1s\"\nidle_timeout = \"1m\"\nmax_connections = 100\n",
+        policy(common::ISS_A, &keys, "admin")
+    );
+    std::fs::write(&file, text).unwrap();
+    let gateway = start(&["--policy", file.to_str().unwrap()]);
+    let admin = token(common::ISS_A, "root", "admin");
+    let big = |n: usize| {
+        format!(
+            "GET /orders/1 HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+            "a".repeat(n)
+        )
+    };
+    assert_eq!(
+        raw(gateway.addr, &big(20 * 1024), Some(&admin)).await.0,
+        431
+    );
+    let (status, response) = raw(
+        gateway.addr,
+        "GET /ADMIN;v=1/users HTTP/1.1\r\nHost: x\r\nX_Custom: kept\r\nConnection: close\r\n\r\n",
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(status, 200, "{response}");
+    let echo = echo_of(response.split_once("\r\n\r\n").unwrap().1);
+    assert_eq!(
+        echo["path"], "/ADMIN/users",
+        "stripped, forwarded as matched"
+    );
+    assert_eq!(echo["headers"]["x_custom"], "kept");
+    let user = token(common::ISS_A, "ada", "read");
+    assert_eq!(
+        raw(
+            gateway.addr,
+            "GET /ADMIN/users HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            Some(&user)
+        )
+        .await
+        .0,
+        403,
+        "case-insensitive: the admin rule applies"
+    );
+    // The header-read timeout from the file closes an idle connection.
+    let mut idle = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(5))
+            .await
+            .is_some()
+    );
 }

@@ -477,6 +477,76 @@ fn is_preflight<B>(request: &http::Request<B>) -> bool {
             .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD)
 }
 
+/// For the fuzz target: a request that the table accepts is forwarded with exactly the path
+/// that was matched (canonical, without parameters, resolving to the same route) and without
+/// method-override headers; one it refuses was not readable one way.
+#[cfg(fuzzing)]
+pub(crate) fn fuzz_resolve(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let parameters = if mode & 1 == 0 {
+        PathParameters::Reject
+    } else {
+        PathParameters::Strip
+    };
+    let case = match (mode >> 1) % 3 {
+        0 => PathCase::RejectAmbiguous,
+        1 => PathCase::Sensitive,
+        _ => PathCase::Insensitive,
+    };
+    let split = rest.iter().position(|b| *b == b' ').unwrap_or(rest.len());
+    let (method, target) = (&rest[..split], rest.get(split + 1..).unwrap_or_default());
+    let Ok(method) = Method::from_bytes(method) else {
+        return;
+    };
+    let Ok(mut request) = http::Request::builder()
+        .method(method)
+        .uri(target)
+        .header("x-http-method-override", "DELETE")
+        .header("x_http_method", "DELETE")
+        .body(())
+    else {
+        return;
+    };
+    let routes = Routes::new([
+        Route::new("/public/**").unwrap().auth(Auth::None),
+        Route::new("/admin/**").unwrap().scopes_all(["admin"]),
+        Route::new("/orders/{id}")
+            .unwrap()
+            .methods([Method::POST])
+            .scopes_all(["write"]),
+        Route::new("/Orders/*").unwrap(),
+    ])
+    .path_parameters(parameters)
+    .path_case(case);
+    let Ok((found, _)) = routes.resolve_request(&mut request) else {
+        return;
+    };
+    let found = found.map(|(i, _)| i);
+    assert!(
+        !request
+            .method()
+            .as_str()
+            .bytes()
+            .any(|b| b.is_ascii_lowercase())
+    );
+    assert!(request.headers().is_empty(), "override headers go");
+    let forwarded = request.uri().path();
+    assert!(!forwarded.contains(';'), "{forwarded:?}");
+    let again = NormalizedPath::new(forwarded).expect("the forwarded path reads one way");
+    assert!(again.is_canonical(), "{forwarded:?} is what was matched");
+    // An empty path (a target in authority form) reads as the root.
+    if !forwarded.is_empty() {
+        assert_eq!(again.to_path(), forwarded);
+    }
+    let strict = routes.clone().path_parameters(PathParameters::Reject);
+    let resolved = strict
+        .resolve_indexed(request.method(), forwarded)
+        .expect("the forwarded request is accepted again");
+    assert_eq!(resolved.map(|(i, _)| i), found, "{forwarded:?}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

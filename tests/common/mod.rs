@@ -169,3 +169,20 @@ pub fn jwk(alg: jsonwebtoken::Algorithm) -> Value {
 pub fn jwks(algs: &[jsonwebtoken::Algorithm]) -> Value {
     json!({"keys": algs.iter().map(|alg| jwk(*alg)).collect::<Vec<_>>()})
 }
+
+/// Writes `request` as it is on a fresh connection and reads until the server closes it;
+/// returns the status (0 when the server closed without answering) and the whole response.
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut response = Vec::new();
+    // A reset after the answer (the server closing with unread input) still leaves the answer.
+    let _ = stream.read_to_end(&mut response).await;
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, response)
+}
