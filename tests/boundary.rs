@@ -45,6 +45,10 @@ scopes_all = ["admin"]
 path = "/orders/{{id}}"
 methods = ["POST", "DELETE"]
 scopes_all = ["write"]
+[[routes]]
+path = "/reports/**"
+methods = ["GET"]
+scopes_all = ["reports"]
 
 [upstream_headers]
 x-user-id = "sub"
@@ -240,6 +244,15 @@ async fn a_method_is_read_one_way() {
             .0,
         403
     );
+    // HEAD is answered by GET handlers: a rule on GET holds for it.
+    for method in ["GET", "HEAD"] {
+        let auth = [("authorization", reader.as_str())];
+        assert_eq!(
+            raw(addr, method, "/reports/q3", &auth).await.0,
+            403,
+            "{method}"
+        );
+    }
     // Override headers never reach the service, in any spelling or number.
     let (status, seen) = raw(
         addr,

@@ -100,7 +100,8 @@ impl Route {
         })
     }
 
-    /// Restricts the route to these methods (default: any).
+    /// Restricts the route to these methods (default: any). A route with `GET` also matches
+    /// `HEAD`, which servers answer with the `GET` handler.
     pub fn methods(mut self, methods: impl IntoIterator<Item = Method>) -> Self {
         self.methods = methods.into_iter().collect();
         self
@@ -206,8 +207,17 @@ impl Route {
             && self.claims.is_empty())
     }
 
+    /// Whether the route's method set holds `method`. `HEAD` counts as `GET`: servers and
+    /// frameworks answer `HEAD` with the `GET` handler, so a rule on `GET` must not be skipped
+    /// by it.
+    fn has_method(&self, method: &Method) -> bool {
+        self.methods.is_empty()
+            || self.methods.contains(method)
+            || (method == Method::HEAD && self.methods.contains(&Method::GET))
+    }
+
     fn matches(&self, method: &Method, path: &NormalizedPath<'_>, ignoring_case: bool) -> bool {
-        (self.methods.is_empty() || self.methods.contains(method))
+        self.has_method(method)
             && if ignoring_case {
                 self.pattern.matches_ignoring_case(path)
             } else {
