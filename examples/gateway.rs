@@ -352,6 +352,9 @@ async fn start_echo() -> std::io::Result<SocketAddr> {
     Ok(addr)
 }
 
+/// How often the metrics recorder folds recorded samples into its summaries.
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+
 /// The first and the longest wait before accepting again after an accept error.
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -678,6 +681,18 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The recorder keeps each latency sample until its upkeep folds them into the summary:
+    // without it, memory grows with every request for as long as nobody scrapes /metrics.
+    {
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(METRICS_UPKEEP);
+            loop {
+                every.tick().await;
+                metrics.run_upkeep();
+            }
+        });
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(true)
