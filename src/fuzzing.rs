@@ -75,7 +75,9 @@ pub fn claim_path(data: &[u8]) {
 }
 
 /// GCRA through the in-memory store over arbitrary (key, time step, cost) sequences and an
-/// arbitrary quota: per key, admitted units never exceed `burst + elapsed / T`.
+/// arbitrary quota: per key, admitted units never exceed `burst + elapsed / T`; the time until
+/// more quota (`t`) never exceeds the time until full nor, after an admission, `T`, and for a
+/// denial of one unit equals the `Retry-After` wait.
 pub fn gcra(data: &[u8]) {
     use crate::rate_limit::{MemoryStore, Quota};
     use std::num::NonZeroU32;
@@ -103,8 +105,19 @@ pub fn gcra(data: &[u8]) {
         );
         now += dt * 1_000_000;
         let hashed = store.key().part(&[key]).finish();
-        if store.check(hashed, &quota, now, cost).allowed {
+        let decision = store.check(hashed, &quota, now, cost);
+        if decision.allowed {
             admitted[usize::from(key)] += u64::from(cost);
+        }
+        // `t` (more quota) comes no later than the key is full, is 0 only on a full key, and
+        // for a denial of one unit is exactly the `Retry-After` wait.
+        assert!(decision.next <= decision.reset, "{decision:?}");
+        assert_eq!(decision.next == 0, decision.reset == 0, "{decision:?}");
+        if decision.allowed {
+            assert!(decision.next <= quota.emission_interval(), "{decision:?}");
+        }
+        if !decision.allowed && cost == 1 {
+            assert_eq!(decision.next, decision.retry_after, "{decision:?}");
         }
         let bound = u64::from(burst.get()) + (now - start) / quota.emission_interval();
         assert!(

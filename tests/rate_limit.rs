@@ -109,19 +109,21 @@ fn headers_and_429() {
     let first = send(&layer, Some(ada.clone()), None, &[]);
     assert_eq!(first.status, StatusCode::OK);
     assert_eq!(first.policy, [r#""default";q=3;w=60"#]);
+    // `t` is the seconds until more quota is available (draft-ietf-httpapi-ratelimit-headers-10):
+    // one unit comes back every 20 s, whatever is left.
     assert_eq!(first.ratelimit, [r#""default";r=2;t=20"#]);
     assert_eq!(
         send(&layer, Some(ada.clone()), None, &[]).ratelimit,
-        [r#""default";r=1;t=40"#]
+        [r#""default";r=1;t=20"#]
     );
     assert_eq!(
         send(&layer, Some(ada.clone()), None, &[]).ratelimit,
-        [r#""default";r=0;t=60"#]
+        [r#""default";r=0;t=20"#]
     );
     let denied = send(&layer, Some(ada.clone()), None, &[]);
     assert_eq!(denied.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(denied.retry_after.as_deref(), Some("20"));
-    assert_eq!(denied.ratelimit, [r#""default";r=0;t=60"#]);
+    assert_eq!(denied.ratelimit, [r#""default";r=0;t=20"#]);
     assert_eq!(denied.limited.unwrap().limit.as_ref(), "default");
     // Another subject has its own bucket.
     assert_eq!(
@@ -217,7 +219,7 @@ fn costs_tiers_and_anonymous_buckets() {
         None,
         &[("x-cost", "4")],
     );
-    assert_eq!(weighted.ratelimit, [r#""default";r=6;t=24"#]);
+    assert_eq!(weighted.ratelimit, [r#""default";r=6;t=6"#]);
     let gold = send(&layer, Some(identity("gil", Some("gold"))), None, &[]);
     assert_eq!(gold.policy, [r#""default";q=1000;w=60"#]);
     assert!(gold.ratelimit[0].starts_with(r#""default";r=999;"#));
@@ -494,4 +496,91 @@ fn limits_scoped_to_routes() {
     );
     assert_eq!(send_to("/elsewhere").0, StatusCode::OK);
     assert_eq!(send_to("/reads/2").0, StatusCode::TOO_MANY_REQUESTS);
+}
+
+/// The `RateLimit` members of a response as an independent Structured Fields parser reads
+/// them: each name a String, `r` and `t` Integers.
+fn parse_ratelimit(values: &[String]) -> Vec<(String, i64, i64)> {
+    let joined = values.join(", ");
+    let list = sfv::Parser::new(&joined).parse::<sfv::List>().unwrap();
+    list.iter()
+        .map(|member| {
+            let sfv::ListEntry::Item(item) = member else {
+                panic!("an inner list in {joined}")
+            };
+            let sfv::BareItem::String(name) = &item.bare_item else {
+                panic!("the name is not a String in {joined}")
+            };
+            let integer = |key: &str| match item.params.get(key) {
+                Some(sfv::BareItem::Integer(n)) => i64::from(*n),
+                other => panic!("{key} is {other:?} in {joined}"),
+            };
+            (name.as_str().to_owned(), integer("r"), integer("t"))
+        })
+        .collect()
+}
+
+#[test]
+fn retry_after_and_t_agree_for_every_limit_listed() {
+    let clock = manual();
+    let layer = RateLimitLayer::new([
+        Limit::new(
+            "second",
+            "claim:sub".parse().unwrap(),
+            Quota::per_second(n(2)),
+        )
+        .unwrap(),
+        Limit::new(
+            "hour",
+            "claim:sub".parse().unwrap(),
+            Quota::new(n(4), Duration::from_secs(3600)).unwrap(),
+        )
+        .unwrap(),
+    ])
+    .clock(clock.clone());
+    let ada = identity("ada", None);
+    // Both admit twice in the same instant; then the per-second limit denies.
+    for _ in 0..2 {
+        assert_eq!(
+            send(&layer, Some(ada.clone()), None, &[]).status,
+            StatusCode::OK
+        );
+    }
+    let denied = send(&layer, Some(ada.clone()), None, &[]);
+    assert_eq!(denied.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(denied.retry_after.as_deref(), Some("1"));
+    // Limits after the denying one are not checked, so not listed.
+    assert_eq!(
+        parse_ratelimit(&denied.ratelimit),
+        [("second".to_owned(), 0, 1)]
+    );
+    // Two seconds on, two more pass; the hourly limit is spent and denies.
+    clock.advance(Duration::from_secs(2));
+    for _ in 0..2 {
+        assert_eq!(
+            send(&layer, Some(ada.clone()), None, &[]).status,
+            StatusCode::OK
+        );
+    }
+    clock.advance(Duration::from_secs(2));
+    let denied = send(&layer, Some(ada.clone()), None, &[]);
+    assert_eq!(denied.status, StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: i64 = denied.retry_after.unwrap().parse().unwrap();
+    let members = parse_ratelimit(&denied.ratelimit);
+    let hour = members.iter().find(|m| m.0 == "hour").unwrap();
+    // The first of four units comes back 900 s after it was taken, 4 s ago.
+    assert_eq!((hour.1, hour.2), (0, 896));
+    assert_eq!(
+        retry_after, hour.2,
+        "Retry-After is the exhausted limit's t"
+    );
+    for (name, remaining, t) in &members {
+        assert!(*t >= 0);
+        if *remaining == 0 {
+            assert!(
+                retry_after >= *t,
+                "Retry-After {retry_after} before {name}'s t={t}"
+            );
+        }
+    }
 }

@@ -117,6 +117,9 @@ pub struct Decision {
     pub reset: u64,
     /// Nanoseconds until a request of the same cost would be admitted (0 when admitted).
     pub retry_after: u64,
+    /// Nanoseconds until at least one more unit is available (0 when the key is full): the
+    /// `t` of the `RateLimit` field.
+    pub next: u64,
 }
 
 impl Decision {
@@ -134,6 +137,31 @@ impl Decision {
     pub fn reset_secs(&self) -> u64 {
         self.reset.div_ceil(1_000_000_000)
     }
+
+    /// `next` in whole seconds, rounded up: the `t` parameter of the `RateLimit` field, "the
+    /// number of seconds until additional quota is made available"
+    /// (draft-ietf-httpapi-ratelimit-headers-10). For a denial of one unit it equals
+    /// [`retry_after_secs`](Self::retry_after_secs), so `Retry-After` never points earlier.
+    pub fn next_secs(&self) -> u64 {
+        self.next.div_ceil(1_000_000_000)
+    }
+}
+
+/// Nanoseconds until one more unit is available for a key of which `used` nanoseconds of the
+/// capacity are taken (`tat - now`, which may exceed the capacity after a denial); 0 when the
+/// key is full.
+pub fn next_unit(quota: &Quota, used: u64) -> u64 {
+    let capacity = quota.capacity();
+    if used == 0 {
+        0
+    } else if used > capacity {
+        // Back to an empty key, then one emission interval.
+        used - capacity + quota.emission
+    } else {
+        let free = capacity - used;
+        let partial = free - quota.cells_in(free) * quota.emission;
+        (quota.emission - partial).min(used)
+    }
 }
 
 /// Decides a request of `cost` at `now` (nanoseconds) against a state `tat`; returns the
@@ -150,6 +178,7 @@ pub fn decide(quota: &Quota, tat: u64, now: u64, cost: u32) -> (Decision, Option
             remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
             reset: used,
             retry_after: 0,
+            next: next_unit(quota, used),
         };
         (decision, Some(new_tat))
     } else {
@@ -158,6 +187,7 @@ pub fn decide(quota: &Quota, tat: u64, now: u64, cost: u32) -> (Decision, Option
             allowed: false,
             remaining: 0,
             reset: current,
+            next: next_unit(quota, current),
             // Never admissible when the cost exceeds the burst: wait a whole capacity.
             retry_after: if increment > capacity {
                 capacity.max(1)
@@ -226,6 +256,24 @@ impl Gcra {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn next_unit_is_the_wait_for_one_more_unit() {
+        // 3 a minute, burst 3: a unit every 20 s, 60 s of capacity.
+        let quota = Quota::per_minute(NonZeroU32::new(3).unwrap());
+        let s = 1_000_000_000;
+        assert_eq!(next_unit(&quota, 0), 0, "full: nothing more to come");
+        assert_eq!(next_unit(&quota, 5 * s), 5 * s, "5 s short of full");
+        assert_eq!(next_unit(&quota, 20 * s), 20 * s);
+        assert_eq!(next_unit(&quota, 25 * s), 5 * s, "one unit back in 5 s");
+        assert_eq!(next_unit(&quota, 60 * s), 20 * s, "empty");
+        assert_eq!(next_unit(&quota, 70 * s), 30 * s, "over-drawn by 10 s");
+        // A denial of one unit waits exactly that long.
+        let (denied, _) = decide(&quota, 60 * s + 1_000, 1_000, 1);
+        assert!(!denied.allowed);
+        assert_eq!(denied.next, denied.retry_after);
+        assert_eq!(denied.next_secs(), denied.retry_after_secs());
+    }
 
     #[test]
     fn division_by_the_reciprocal_is_exact() {

@@ -511,7 +511,7 @@ impl Config {
         put(b"\";r=");
         put(decimal(&mut [0; 20], u64::from(outcome.decision.remaining)));
         put(b";t=");
-        put(decimal(&mut [0; 20], outcome.decision.reset_secs()));
+        put(decimal(&mut [0; 20], outcome.decision.next_secs()));
         HeaderValue::from_bytes(&buf[..len]).ok()
     }
 

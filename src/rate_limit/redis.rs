@@ -183,6 +183,7 @@ impl RedisStore {
             remaining: u32::try_from(remaining).unwrap_or(0),
             reset: nanos(reset_us),
             retry_after: nanos(retry_us),
+            next: super::gcra::next_unit(quota, nanos(reset_us)),
         })
     }
 
