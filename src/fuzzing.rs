@@ -271,6 +271,16 @@ pub fn trace_context(data: &[u8]) {
         TraceState::Canonical => assert_eq!(rewritten.as_deref(), Some(rest)),
         TraceState::Rewrite => {
             let rewritten = rewritten.expect("valid");
+            // At most 32 members, each key once.
+            let keys: Vec<&[u8]> = rewritten
+                .split(|b| *b == b',')
+                .filter(|m| !m.is_empty())
+                .map(|m| m.split(|b| *b == b'=').next().unwrap_or_default())
+                .collect();
+            assert!(keys.len() <= crate::propagate::trace_context::MAX_TRACESTATE_MEMBERS);
+            for (i, key) in keys.iter().enumerate() {
+                assert!(!keys[..i].contains(key), "a repeated key is forwarded once");
+            }
             if !rewritten.is_empty() {
                 assert_eq!(check_tracestate([&rewritten[..]]), TraceState::Canonical);
             }

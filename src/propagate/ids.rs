@@ -62,8 +62,20 @@ pub(crate) fn new_trace_id() -> [u8; 16] {
     id
 }
 
-/// A new, non-zero span id.
-pub(crate) fn new_span_id() -> [u8; 8] {
+/// A new, random, non-zero span id: for the `traceparent` of each call a service makes
+/// (`TraceParent::child`).
+///
+/// # Example
+///
+/// ```
+/// use portcullis::propagate::{TraceParent, new_span_id};
+///
+/// let incoming = TraceParent::parse(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+/// let outgoing = incoming.child(new_span_id()).unwrap();
+/// assert_eq!(outgoing.trace_id(), incoming.trace_id());
+/// assert_ne!(outgoing.parent_id(), incoming.parent_id());
+/// ```
+pub fn new_span_id() -> [u8; 8] {
     match random_u64() {
         0 => 1u64.to_be_bytes(),
         n => n.to_be_bytes(),

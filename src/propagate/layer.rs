@@ -56,8 +56,9 @@ pub enum TrustIncoming {
 ///   ([`TrustIncoming`]); otherwise a new UUIDv7 replaces it. The request carries it upstream,
 ///   and every response — the layers' own 400/401/403/429/503 included — carries it back.
 /// - **Trace context** (W3C): a valid `traceparent` is forwarded as a child (same trace, the
-///   gateway's new span id, sampled flag kept) with its `tracestate` (at most 32 members, dropped
-///   when malformed); an invalid or absent one starts a new trace (sampled unless
+///   gateway's new span id, sampled flag kept) with its `tracestate` (a repeated key's later
+///   members dropped; the whole list dropped when a member is malformed or there are more than
+///   32); an invalid or absent one starts a new trace (sampled unless
 ///   [`sample_new_traces(false)`](Self::sample_new_traces)) and drops any `tracestate`.
 /// - **Header propagation**: the headers named with
 ///   [`propagate_headers`](Self::propagate_headers) are copied from the request to its response.

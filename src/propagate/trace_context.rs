@@ -4,14 +4,18 @@
 //! exactly for version 00; version `ff` is invalid; a later version is read by its first four
 //! fields when it is at least as long and, if longer, continues with `-` (the specification's
 //! rule for versions it does not know). All-zero trace and parent ids are invalid.
-//! `tracestate` is a list of at most 32 `key=value` members with unique keys.
+//! `tracestate` follows the current recommendation's grammar: a list of at most 32
+//! `key=value` members, a key being 1 to 256 of `a-z 0-9 _ - * / @` starting with a letter or
+//! digit, a value 1 to 256 printable characters but `,` and `=`, not ending in a space. A list
+//! with a malformed member or more than 32 members is dropped whole; a repeated key is dropped
+//! (the first member with that key is kept), which the specification allows.
 
 use std::fmt;
 
 /// Length of a version-00 `traceparent`.
 pub const TRACEPARENT_LEN: usize = 55;
 
-/// The most `tracestate` members forwarded; later ones are dropped.
+/// The most members a `tracestate` list may have; a longer list is invalid and dropped.
 pub const MAX_TRACESTATE_MEMBERS: usize = 32;
 
 /// The sampled flag.
@@ -224,25 +228,23 @@ fn write_hex(bytes: &[u8], out: &mut [u8]) {
 /// What `tracestate` validation found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TraceState {
-    /// Valid, with at most 32 members, already in canonical form (members joined by `,`, no
-    /// blanks, no empty members): forward the value as it is.
+    /// Valid, already in canonical form (members joined by `,`, no blanks, no empty members,
+    /// no repeated key): forward the value as it is.
     Canonical,
-    /// Valid but not canonical, or longer than 32 members: forward
-    /// [`canonical_tracestate`]'s rewrite.
+    /// Valid but not canonical: forward [`canonical_tracestate`]'s rewrite.
     Rewrite,
-    /// Malformed or a duplicate key: drop it.
+    /// A malformed member, or more than 32 members: drop it.
     Invalid,
 }
 
 /// Classifies a `tracestate` value made of `parts` (each a header line; several lines are one
-/// list). Every member must be well-formed; keys must be unique among the 32 members kept.
-/// Linear in the input, and does not allocate.
+/// list). Every member must be well-formed, and there may be at most 32. Does not allocate.
 pub fn check_tracestate<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> TraceState {
     scan(parts, |_| {})
 }
 
 /// The canonical form of a valid `tracestate`: members joined by `,`, blanks and empty members
-/// removed, at most 32 members (the first ones). `None` when it is not valid.
+/// removed, a repeated key's later members removed. `None` when it is not valid.
 pub fn canonical_tracestate<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     let state = scan(parts, |member| {
@@ -261,7 +263,8 @@ fn scan<'a>(
 ) -> TraceState {
     let mut canonical = true;
     let mut keys: [&[u8]; MAX_TRACESTATE_MEMBERS] = [&[]; MAX_TRACESTATE_MEMBERS];
-    let mut count = 0usize;
+    let mut kept = 0usize;
+    let mut members = 0usize;
     for (line, part) in parts.into_iter().enumerate() {
         if line > 0 {
             canonical = false;
@@ -277,17 +280,18 @@ fn scan<'a>(
             let Some(key) = member_key(trimmed) else {
                 return TraceState::Invalid;
             };
-            if count < MAX_TRACESTATE_MEMBERS {
-                if keys[..count].contains(&key) {
-                    return TraceState::Invalid;
-                }
-                keys[count] = key;
-                keep(trimmed);
-            } else {
-                // Dropped when forwarded.
-                canonical = false;
+            members += 1;
+            if members > MAX_TRACESTATE_MEMBERS {
+                return TraceState::Invalid;
             }
-            count += 1;
+            if keys[..kept].contains(&key) {
+                // A repeated key: the first member stands.
+                canonical = false;
+                continue;
+            }
+            keys[kept] = key;
+            kept += 1;
+            keep(trimmed);
         }
     }
     if canonical {
@@ -316,29 +320,14 @@ fn member_key(member: &[u8]) -> Option<&[u8]> {
     (valid_key(key) && valid_value(value)).then_some(key)
 }
 
-fn key_char(b: u8) -> bool {
-    matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'*' | b'/')
-}
-
-/// `simple-key` (`lcalpha 0*255keychar`) or `multi-tenant-key` (`tenant-id@system-id`,
-/// `(lcalpha / DIGIT) 0*240keychar` @ `lcalpha 0*13keychar`).
+/// `key = ( lcalpha / DIGIT ) 0*255 ( keychar )`, `keychar = lcalpha / DIGIT / "_" / "-" /
+/// "*" / "/" / "@"`.
 fn valid_key(key: &[u8]) -> bool {
-    match key.iter().position(|b| *b == b'@') {
-        None => {
-            matches!(key.first(), Some(b'a'..=b'z'))
-                && key.len() <= 256
-                && key.iter().all(|b| key_char(*b))
-        }
-        Some(at) => {
-            let (tenant, system) = (&key[..at], &key[at + 1..]);
-            matches!(tenant.first(), Some(b'a'..=b'z' | b'0'..=b'9'))
-                && tenant.len() <= 241
-                && tenant.iter().all(|b| key_char(*b))
-                && matches!(system.first(), Some(b'a'..=b'z'))
-                && system.len() <= 14
-                && system.iter().all(|b| key_char(*b))
-        }
-    }
+    matches!(key.first(), Some(b'a'..=b'z' | b'0'..=b'9'))
+        && key.len() <= 256
+        && key
+            .iter()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'*' | b'/' | b'@'))
 }
 
 /// `0*255chr nblk-chr`: 1 to 256 printable ASCII characters but `,` and `=`, not ending in a
@@ -438,37 +427,81 @@ mod tests {
         assert_eq!(check(&["rojo=1,,congo=2"]), TraceState::Rewrite);
         assert_eq!(check(&["rojo=1 "]), TraceState::Rewrite);
         assert_eq!(check(&["rojo=1", "congo=2"]), TraceState::Rewrite);
+        // Keys: a letter or digit first, then `@` anywhere (the current recommendation).
+        for good in [
+            "1abc=1",
+            "foo@=1",
+            "foo@@bar=1",
+            "foo@bar@baz=1",
+            "tenant@vendorvendorvendor=1",
+        ] {
+            assert_eq!(check(&[good]), TraceState::Canonical, "{good}");
+        }
         for bad in [
             "Rojo=1",
             "rojo",
             "rojo=",
             "rojo=a,b",
-            "rojo=1,rojo=2",
             "rojo=x=y",
-            "1abc=1",
             "@vendor=1",
-            "tenant@=1",
+            "@foo=1,bar=2",
             "tenant@Vendor=1",
-            "tenant@vendorvendorvendor=1",
+            "foo.bar=1",
+            "foo =1",
             "rojo=\u{7f}",
         ] {
             assert_eq!(check(&[bad]), TraceState::Invalid, "{bad}");
         }
-        assert_eq!(check(&["rojo=1", "rojo=2"]), TraceState::Invalid);
+        // Key length: 256 characters at most, `@` included.
+        for key in [
+            "z".repeat(256),
+            format!("{}@{}", "t".repeat(241), "v".repeat(14)),
+            format!("{}@v", "t".repeat(242)),
+            format!("t@{}", "v".repeat(15)),
+        ] {
+            assert_eq!(
+                check(&["foo=1", &format!("{key}=1")]),
+                TraceState::Rewrite,
+                "{key}"
+            );
+        }
+        assert_eq!(
+            check(&[&format!("{}=1", "z".repeat(257))]),
+            TraceState::Invalid
+        );
         let value = "v".repeat(256);
         assert_eq!(check(&[&format!("a={value}")]), TraceState::Canonical);
         assert_eq!(check(&[&format!("a={value}v")]), TraceState::Invalid);
 
-        // More than 32 members: the first 32 are kept.
-        let many: Vec<String> = (0..40).map(|i| format!("k{i}=v")).collect();
-        let joined = many.join(",");
-        assert_eq!(check(&[&joined]), TraceState::Rewrite);
-        let rewritten = canonical_tracestate([joined.as_bytes()]).unwrap();
-        assert_eq!(rewritten, many[..32].join(",").into_bytes());
+        // A repeated key: the first member stands, in one line or across lines.
+        assert_eq!(check(&["rojo=1,rojo=2"]), TraceState::Rewrite);
+        assert_eq!(
+            canonical_tracestate(["rojo=1,rojo=2".as_bytes()]).unwrap(),
+            b"rojo=1"
+        );
+        assert_eq!(
+            canonical_tracestate(["foo=1,foo=1".as_bytes()]).unwrap(),
+            b"foo=1"
+        );
+        assert_eq!(
+            canonical_tracestate(["foo=1".as_bytes(), b"foo=2"]).unwrap(),
+            b"foo=1"
+        );
+
+        // 32 members are kept; a 33rd makes the list invalid.
+        let many: Vec<String> = (1..=33).map(|i| format!("bar{i:02}={i:02}")).collect();
+        assert_eq!(check(&[&many[..32].join(",")]), TraceState::Canonical);
+        assert_eq!(check(&[&many.join(",")]), TraceState::Invalid);
+        let lines: Vec<String> = many.chunks(10).map(|c| c.join(",")).collect();
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        assert_eq!(check(&lines), TraceState::Invalid);
+        assert_eq!(
+            canonical_tracestate(lines.iter().map(|l| l.as_bytes())),
+            None
+        );
         assert_eq!(
             canonical_tracestate(["rojo=1 , ,congo=2".as_bytes(), b"x=3"]).unwrap(),
             b"rojo=1,congo=2,x=3"
         );
-        assert_eq!(canonical_tracestate(["rojo=1,rojo=2".as_bytes()]), None);
     }
 }
