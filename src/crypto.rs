@@ -1,4 +1,4 @@
-//! Algorithms, and a `jsonwebtoken` [`CryptoProvider`] backed by `ring`.
+//! Algorithms, and a `jsonwebtoken` [`CryptoProvider`](jsonwebtoken::crypto::CryptoProvider) backed by `ring`.
 //!
 //! portcullis verifies tokens with `ring` directly (see [`Validator`](crate::jwt::Validator)),
 //! never through `jsonwebtoken`'s process-wide provider. It still depends on `jsonwebtoken`

@@ -54,21 +54,31 @@
 //! # Ok::<_, portcullis::error::ConfigError>(()) }).unwrap();
 //! ```
 //!
-//! Guides: [`guide::validation`], [`guide::keys`], [`guide::authorization`],
-//! [`guide::rate_limiting`], [`guide::observability`].
+//! Guides: `guide::getting_started` (features `axum` and `policy`), `guide::policy` (feature
+//! `policy`), [`guide::validation`], [`guide::keys`], [`guide::authorization`],
+//! [`guide::rate_limiting`], [`guide::observability`], [`guide::deployment`],
+//! [`guide::threat_model`], [`guide::performance`].
 //!
 //! # Features
 //!
-//! - `axum`: the [`Authenticated`](jwt::Authenticated) extractor for axum handlers, and axum's
-//!   `ConnectInfo` read as the client's address.
-//! - `redis`: `RedisStore`, rate limits shared by a fleet of replicas through Redis.
+//! None is on by default; the layers above need none of them.
+//!
+//! - `policy`: [`policy`], the whole stack from one TOML file, checked when read, and
+//!   reloaded while serving.
 //! - `jwks`: `RemoteJwks`, a JWKS over HTTP(S) with background refresh, and OIDC / RFC 8414
 //!   discovery (hyper-util, rustls with ring).
+//! - `axum`: the `Authenticated` extractor for axum handlers, and axum's `ConnectInfo` read as
+//!   the client's address.
+//! - `redis`: `RedisStore`, rate limits shared by a fleet of replicas through Redis.
 //! - `metrics`: counters and a latency histogram through the `metrics` facade (decisions by
 //!   reason, rate-limit results, key fetches, store errors).
 //!
+//! On docs.rs each item that needs a feature says which.
+//!
 //! The crate forbids `unsafe` code. Tokens, keys and secrets never appear in an error message or
 //! a `Debug` string.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod authz;
 pub mod claims;
@@ -92,7 +102,7 @@ pub mod token;
 
 pub use error::ConfigError;
 
-// The README's example compiles as a doc test.
-#[cfg(all(doctest, feature = "axum"))]
+// The README's examples compile as doc tests.
+#[cfg(all(doctest, feature = "axum", feature = "policy"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

@@ -271,7 +271,8 @@ async fn demo_mode_answers_as_printed_and_stops_on_sigterm() {
         r#"portcullis_decisions_total{outcome="rejected",reason="rate_limited"}"#,
         r#"portcullis_decisions_total{outcome="rejected",reason="insufficient_scope"}"#,
         r#"portcullis_rate_limit_total{limit="default",result="denied"}"#,
-        "portcullis_decision_seconds",
+        "# TYPE portcullis_decision_seconds histogram",
+        r#"portcullis_decision_seconds_bucket{le="0.001"}"#,
     ] {
         assert!(metrics.contains(line), "{line} in\n{metrics}");
     }
@@ -1046,5 +1047,37 @@ async fn memory_stays_flat_under_load_when_nobody_scrapes_metrics() {
     assert!(
         grown < 700,
         "RSS grew {grown} KiB over 80 000 requests ({warm} → {after} KiB)"
+    );
+}
+
+/// The demo's printed curl lines, replayed in the order printed, answer as their comments say.
+#[tokio::test]
+async fn the_demo_lines_answer_as_printed() {
+    let gateway = start(&[]);
+    let bearer = format!("Bearer {}", gateway.token);
+    let tampered = format!("{bearer}x");
+    let addr = gateway.addr;
+    let status = |path: &'static str, headers: Vec<(&'static str, String)>| async move {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        common::http_get(addr, path, &headers).await.0
+    };
+    let auth = || vec![("authorization", bearer.clone())];
+    assert_eq!(status("/orders/42", auth()).await, StatusCode::OK);
+    assert_eq!(status("/orders/42", vec![]).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        status("/orders/42", vec![("authorization", tampered.clone())]).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(status("/admin/users", auth()).await, StatusCode::FORBIDDEN);
+    let mut spoofed = auth();
+    spoofed.push(("x-user-id", "admin".to_owned()));
+    assert_eq!(status("/orders/42", spoofed).await, StatusCode::OK);
+    let mut seen = Vec::new();
+    for _ in 0..12 {
+        seen.push(status("/orders/42", auth()).await.as_u16());
+    }
+    assert_eq!(
+        seen,
+        [200, 200, 200, 200, 200, 200, 200, 200, 429, 429, 429, 429]
     );
 }

@@ -345,7 +345,7 @@ macro_rules! value_type {
 }
 
 value_type!(
-    /// `"30s"`, `"5m"`, `"24h"`, `"250ms"`, `"1d"`.
+    /// `"30s"`, `"5m"`, `"24h"`, `"250ms"`, `"1d"`, `"2 minutes"` (humantime's forms).
     DurationValue(Duration),
     |text| parse_duration(text)
 );
@@ -503,44 +503,43 @@ impl fmt::Debug for ClaimPathValue {
     }
 }
 
-/// `30s`, `5m`, `24h`, `250ms`, `1d`, or a bare number of seconds.
+/// `30s`, `5m`, `24h`, `250ms`, `1d`, `1h 30m`, `2 minutes` (humantime's forms), or a bare
+/// number of seconds.
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad =
-        || format!("bad duration {text:?}: use a number and a unit, as \"30s\", \"5m\", \"24h\"");
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().map_err(|_| bad())?;
-    let seconds = match unit.trim() {
-        "ms" => return Ok(Duration::from_millis(number)),
-        "" | "s" | "sec" | "secs" => 1,
-        "m" | "min" | "mins" => 60,
-        "h" | "hour" | "hours" => 3_600,
-        "d" | "day" | "days" => 86_400,
-        _ => return Err(bad()),
+    let bad = |why: String| {
+        format!(
+            "bad duration {text:?} ({why}): use a number and a unit, as \"30s\", \"5m\", \"24h\""
+        )
     };
-    number
-        .checked_mul(seconds)
-        .map(Duration::from_secs)
-        .ok_or_else(bad)
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|e| bad(e.to_string()));
+    }
+    humantime::parse_duration(text).map_err(|e| bad(e.to_string()))
 }
 
-/// `100/min`, `10/s`, `5000/h`, `20000/day`.
+/// The period a rate's unit names: the unit words durations take, one of each.
+fn rate_period(unit: &str) -> Option<Duration> {
+    Some(Duration::from_secs(match unit {
+        "s" | "sec" | "secs" | "second" | "seconds" => 1,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60,
+        "h" | "hr" | "hrs" | "hour" | "hours" => 3_600,
+        "d" | "day" | "days" => 86_400,
+        _ => return None,
+    }))
+}
+
+/// `100/min`, `10/s`, `5000/h`, `20000/day` (also `/second`, `/minutes`, `/hours`, …).
 pub(crate) fn parse_rate(text: &str) -> Result<Quota, String> {
     let bad = || {
         format!("bad rate {text:?}: use a count per unit, as \"100/min\", \"10/s\" or \"5000/h\"")
     };
     let (count, unit) = text.split_once('/').ok_or_else(bad)?;
     let count: NonZeroU32 = count.trim().parse().map_err(|_| bad())?;
-    let period = match unit.trim() {
-        "s" | "sec" | "second" => Duration::from_secs(1),
-        "m" | "min" | "minute" => Duration::from_secs(60),
-        "h" | "hour" => Duration::from_secs(3_600),
-        "d" | "day" => Duration::from_secs(86_400),
-        _ => return Err(bad()),
-    };
+    let period = rate_period(unit.trim()).ok_or_else(bad)?;
     Quota::new(count, period)
         .ok_or_else(|| format!("rate {text:?} is faster than one a nanosecond"))
 }
@@ -574,11 +573,30 @@ mod tests {
             "",
             "s",
             "-1s",
-            "1.5s",
+            "1.5.1s",
             "10 parsecs",
             "99999999999999999999d",
         ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        // humantime reads fractions too.
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1_500)));
+        assert_eq!(parse_duration("2 minutes"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5_400)));
+        // Rates take the same unit words.
+        for (rate, seconds) in [
+            ("1/seconds", 1),
+            ("1/mins", 60),
+            ("1/minutes", 60),
+            ("1/hours", 3_600),
+            ("1/hr", 3_600),
+            ("1/days", 86_400),
+        ] {
+            assert_eq!(
+                parse_rate(rate).unwrap().period(),
+                Duration::from_secs(seconds),
+                "{rate}"
+            );
         }
         assert_eq!(parse_rate("100/min").unwrap().count(), 100);
         assert_eq!(
