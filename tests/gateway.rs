@@ -1081,3 +1081,45 @@ async fn the_demo_lines_answer_as_printed() {
         [200, 200, 200, 200, 200, 200, 200, 200, 429, 429, 429, 429]
     );
 }
+
+/// A gateway started beside its identity provider (compose, Kubernetes) before the provider
+/// answers: with `startup = "start_empty"` it serves 503 until discovery finds the keys, then
+/// 200; with the default it retries at start-up, then exits 2 saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_started_before_its_identity_provider() {
+    use common::jwks_server::{JwksServer, Mode};
+    let server = JwksServer::start(common::jwks(&[Alg::ES256])).await;
+    server.set_mode(Mode::Down);
+    let issuer = server.issuer();
+    let dir = scratch("provider-later");
+    let file = dir.join("policy.toml");
+    std::fs::write(
+        &file,
+        policy(
+            &issuer,
+            r#"{ discovery = true, startup = "start_empty" }"#,
+            "admin",
+        ),
+    )
+    .unwrap();
+    let gateway = start(&["--policy", file.to_str().unwrap()]);
+    let bearer = format!("Bearer {}", token(&issuer, "ada", "read"));
+    assert_eq!(
+        get(gateway.addr, "/orders/1", Some(&bearer)).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    server.set_mode(Mode::Serve);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while get(gateway.addr, "/orders/1", Some(&bearer)).await.0 != StatusCode::OK {
+        assert!(std::time::Instant::now() < deadline, "the keys arrived");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(gateway);
+
+    // The default: keys are required; a provider that stays down stops the gateway.
+    server.set_mode(Mode::Down);
+    std::fs::write(&file, policy(&issuer, "{ discovery = true }", "admin")).unwrap();
+    let (code, stderr) = refuse(&["--policy", file.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("openid-configuration"), "{stderr}");
+}

@@ -302,7 +302,7 @@ async fn discovery() {
     let keys = RemoteJwks::discover(&issuer, RemoteJwks::builder(""))
         .await
         .unwrap();
-    assert_eq!(keys.url().to_string(), server.jwks_url());
+    assert_eq!(keys.url().unwrap().to_string(), server.jwks_url());
     let validator = validator_for(&issuer, keys);
     assert!(
         validator
@@ -402,4 +402,67 @@ async fn background_refresh_on_a_paused_clock() {
     tokio::time::resume();
     eventually("the scheduled refresh", || server.fetches() == 2).await;
     eventually("the new key", || validator.validate(es.as_bytes()).is_ok()).await;
+}
+
+#[tokio::test]
+async fn discovery_waits_for_a_provider_that_is_not_up_yet() {
+    let server = JwksServer::start(jwks(&[Alg::EdDSA])).await;
+    let issuer = server.issuer();
+    server.set_mode(Mode::Down);
+    // It comes up while start-up is still retrying (100, 200, 400, 800 ms apart).
+    let up = {
+        let server = server.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            server.set_mode(Mode::Serve);
+        })
+    };
+    let keys = RemoteJwks::discover(&issuer, RemoteJwks::builder(""))
+        .await
+        .expect("discovery retried until the provider answered");
+    up.await.unwrap();
+    assert_eq!(keys.url().unwrap().to_string(), server.jwks_url());
+    assert!(keys.key_set().unwrap().has_kid("ed"));
+}
+
+#[tokio::test]
+async fn discovery_against_a_provider_that_stays_down() {
+    let server = JwksServer::start(jwks(&[Alg::EdDSA])).await;
+    let issuer = server.issuer();
+    server.set_mode(Mode::Down);
+    // Required keys: an error once the attempts are spent, naming the metadata URL.
+    let err = RemoteJwks::discover(&issuer, RemoteJwks::builder("").startup_attempts(2))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains(".well-known/openid-configuration"),
+        "{err}"
+    );
+    // Started empty: no URL and no keys yet, then both once the provider is up.
+    let keys = RemoteJwks::discover(
+        &issuer,
+        RemoteJwks::builder("")
+            .startup_attempts(1)
+            .startup(Startup::StartEmpty),
+    )
+    .await
+    .unwrap();
+    assert!(keys.url().is_none() && keys.key_set().is_err());
+    let validator = validator_for(&issuer, keys.clone());
+    let token = mint(Alg::EdDSA, &claims_for(&issuer, "ada"));
+    assert_eq!(
+        validator.validate(token.as_bytes()).unwrap_err().reason(),
+        "keys_unavailable"
+    );
+    server.set_mode(Mode::Serve);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while keys.key_set().is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "found in the background"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(keys.url().unwrap().to_string(), server.jwks_url());
+    assert!(validator.validate(token.as_bytes()).is_ok());
 }

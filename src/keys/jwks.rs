@@ -11,7 +11,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -346,7 +346,10 @@ struct Validators {
 }
 
 struct Shared {
-    url: Uri,
+    /// The key set's URL: given, or found by `discovery` (on the first fetch that succeeds in
+    /// finding it, at start-up or in the background).
+    url: OnceLock<Uri>,
+    discovery: Option<Discovery>,
     options: Options,
     fetcher: Fetcher,
     keys: RwLock<Option<KeySet>>,
@@ -359,10 +362,76 @@ struct Shared {
     fetches: AtomicU64,
 }
 
+/// Where a discovered key set is announced.
+struct Discovery {
+    /// The issuer the metadata must name.
+    issuer: String,
+    /// The metadata document's URL.
+    metadata: Uri,
+}
+
+/// The key set's URL for events; the metadata document's while discovery has not found it.
+struct Location<'a>(&'a Shared);
+
+impl fmt::Display for Location<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.0.url.get(), &self.0.discovery) {
+            (Some(url), _) => write!(f, "{url}"),
+            (None, Some(discovery)) => write!(f, "{}", discovery.metadata),
+            (None, None) => Ok(()),
+        }
+    }
+}
+
 impl Shared {
-    /// One fetch; installs a new set on success. Returns the delay until the next scheduled
-    /// fetch.
+    /// The key set's URL, found by discovery when it is not known yet: the metadata is fetched,
+    /// must name exactly the issuer, and its `jwks_uri` must be a URL the options allow.
+    async fn locate(&self) -> Result<&Uri, JwksError> {
+        if let Some(url) = self.url.get() {
+            return Ok(url);
+        }
+        #[derive(serde::Deserialize)]
+        struct Metadata {
+            issuer: String,
+            jwks_uri: String,
+        }
+        let Some(discovery) = &self.discovery else {
+            // Not built so: a source has its URL or finds it by discovery.
+            return Err(JwksError::InvalidUrl(String::new()));
+        };
+        let url = discovery.metadata.to_string();
+        let Fetched::Body { body, .. } = self.fetcher.get(&discovery.metadata, None, None).await?
+        else {
+            return Err(JwksError::Malformed {
+                url,
+                reason: "not modified".into(),
+            });
+        };
+        let metadata: Metadata =
+            serde_json::from_slice(&body).map_err(|e| JwksError::Malformed {
+                url,
+                reason: format!(
+                    "not a metadata document (line {} column {})",
+                    e.line(),
+                    e.column()
+                ),
+            })?;
+        if metadata.issuer != discovery.issuer {
+            return Err(JwksError::IssuerMismatch {
+                expected: discovery.issuer.clone(),
+                found: metadata.issuer,
+            });
+        }
+        let found = check_url(&metadata.jwks_uri, self.options.allow_http)?;
+        tracing::info!(target: "portcullis::jwks", issuer = %discovery.issuer, url = %found,
+            "key set found by discovery");
+        Ok(self.url.get_or_init(|| found))
+    }
+
+    /// One fetch (after discovery, when the URL is not known yet); installs a new set on
+    /// success. Returns the delay until the next scheduled fetch.
     async fn refresh(&self) -> Result<Duration, JwksError> {
+        let url = self.locate().await?;
         let validators = self
             .validators
             .read()
@@ -379,7 +448,7 @@ impl Shared {
             false => (None, None),
         };
         self.fetches.fetch_add(1, Ordering::Relaxed);
-        let fetched = self.fetcher.get(&self.url, etag, last_modified).await;
+        let fetched = self.fetcher.get(url, etag, last_modified).await;
         #[cfg(feature = "metrics")]
         if fetched.is_err() {
             crate::telemetry::key_fetch("error");
@@ -387,7 +456,7 @@ impl Shared {
         let fetched = fetched?;
         let max_age = match fetched {
             Fetched::NotModified { max_age } => {
-                tracing::debug!(target: "portcullis::jwks", url = %self.url, "key set not modified");
+                tracing::debug!(target: "portcullis::jwks", url = %url, "key set not modified");
                 #[cfg(feature = "metrics")]
                 crate::telemetry::key_fetch("not_modified");
                 // A 304 should repeat Cache-Control; when it does not, the last one holds.
@@ -426,14 +495,14 @@ impl Shared {
 
     fn install(&self, body: &[u8]) -> Result<(), JwksError> {
         let malformed = |reason: String| JwksError::Malformed {
-            url: self.url.to_string(),
+            url: Location(self).to_string(),
             reason,
         };
         let text = std::str::from_utf8(body).map_err(|_| malformed("not UTF-8".into()))?;
         let (keys, skipped) =
             parse_jwks_lenient(text, Trust::Remote).map_err(|e| malformed(e.to_string()))?;
         for why in &skipped {
-            tracing::warn!(target: "portcullis::jwks", url = %self.url, reason = %why, "skipped a malformed key");
+            tracing::warn!(target: "portcullis::jwks", url = %Location(self), reason = %why, "skipped a malformed key");
         }
         if keys.is_empty() {
             return Err(malformed("no usable signature key".into()));
@@ -451,10 +520,10 @@ impl Shared {
             }
         };
         if added > 0 || removed > 0 {
-            tracing::info!(target: "portcullis::jwks", url = %self.url, added, removed,
+            tracing::info!(target: "portcullis::jwks", url = %Location(self), added, removed,
                 keys = installed.len(), skipped = skipped.len(), "key set updated");
         } else {
-            tracing::debug!(target: "portcullis::jwks", url = %self.url, keys = installed.len(),
+            tracing::debug!(target: "portcullis::jwks", url = %Location(self), keys = installed.len(),
                 "key set fetched, unchanged");
         }
         *current = Some(installed);
@@ -464,7 +533,7 @@ impl Shared {
     /// [`Shared::refresh`], with a failure reported as an event.
     async fn refresh_reported(&self) -> Result<Duration, JwksError> {
         self.refresh().await.inspect_err(|err| {
-            tracing::warn!(target: "portcullis::jwks", url = %self.url, reason = err.reason(),
+            tracing::warn!(target: "portcullis::jwks", url = %Location(self), reason = err.reason(),
                 error = %err, "key set fetch failed; keeping the last good set");
         })
     }
@@ -533,7 +602,7 @@ impl fmt::Debug for RemoteJwks {
             .read()
             .unwrap_or_else(PoisonError::into_inner);
         f.debug_struct("RemoteJwks")
-            .field("url", &self.shared.url)
+            .field("url", &self.shared.url.get())
             .field("keys", &keys.as_ref().map(KeySet::len))
             .field("fetches", &self.fetches())
             .finish_non_exhaustive()
@@ -603,9 +672,20 @@ impl RemoteJwksBuilder {
     /// Fetches the key set (retrying with backoff) and starts the background refresh.
     pub async fn build(self) -> Result<RemoteJwks, JwksError> {
         let url = check_url(&self.url, self.options.allow_http)?;
+        self.start(OnceLock::from(url), None).await
+    }
+
+    /// Fetches the key set, finding it by `discovery` first when `url` is empty, as
+    /// `startup_attempts` and [`Startup`] say; starts the background refresh.
+    async fn start(
+        self,
+        url: OnceLock<Uri>,
+        discovery: Option<Discovery>,
+    ) -> Result<RemoteJwks, JwksError> {
         let fetcher = Fetcher::new(&self.options);
         let shared = Arc::new(Shared {
             url,
+            discovery,
             fetcher,
             keys: RwLock::new(None),
             validators: RwLock::default(),
@@ -630,7 +710,7 @@ impl RemoteJwksBuilder {
                     break;
                 }
                 Err(err) => {
-                    tracing::warn!(target: "portcullis::jwks", url = %shared.url, attempt,
+                    tracing::warn!(target: "portcullis::jwks", url = %Location(&shared), attempt,
                         reason = err.reason(), error = %err, "initial key set fetch failed");
                     last_error = Some(err);
                 }
@@ -661,7 +741,10 @@ impl RemoteJwks {
 
     /// Finds the key set of `issuer` by OpenID Connect discovery
     /// (`{issuer}/.well-known/openid-configuration`), checks that the document names exactly
-    /// `issuer`, and builds the source for its `jwks_uri` with `options`.
+    /// `issuer`, and builds the source for its `jwks_uri` with `options`. Discovery is part of
+    /// each fetch attempt until it succeeds: at start-up it is retried with backoff
+    /// (`startup_attempts`), and with [`Startup::StartEmpty`] a provider that is not up yet is
+    /// tried again in the background until it is.
     pub async fn discover(
         issuer: &str,
         options: RemoteJwksBuilder,
@@ -692,40 +775,12 @@ impl RemoteJwks {
         url: &str,
         options: RemoteJwksBuilder,
     ) -> Result<RemoteJwks, JwksError> {
-        #[derive(serde::Deserialize)]
-        struct Metadata {
-            issuer: String,
-            jwks_uri: String,
-        }
-        let uri = check_url(url, options.options.allow_http)?;
-        let fetcher = Fetcher::new(&options.options);
-        let Fetched::Body { body, .. } = fetcher.get(&uri, None, None).await? else {
-            return Err(JwksError::Malformed {
-                url: url.to_owned(),
-                reason: "not modified".into(),
-            });
+        let metadata = check_url(url, options.options.allow_http)?;
+        let discovery = Discovery {
+            issuer: issuer.to_owned(),
+            metadata,
         };
-        let metadata: Metadata =
-            serde_json::from_slice(&body).map_err(|e| JwksError::Malformed {
-                url: url.to_owned(),
-                reason: format!(
-                    "not a metadata document (line {} column {})",
-                    e.line(),
-                    e.column()
-                ),
-            })?;
-        if metadata.issuer != issuer {
-            return Err(JwksError::IssuerMismatch {
-                expected: issuer.to_owned(),
-                found: metadata.issuer,
-            });
-        }
-        RemoteJwksBuilder {
-            url: metadata.jwks_uri,
-            options: options.options,
-        }
-        .build()
-        .await
+        options.start(OnceLock::new(), Some(discovery)).await
     }
 
     /// How many fetches of the key set were made (for monitoring and tests).
@@ -733,9 +788,10 @@ impl RemoteJwks {
         self.shared.fetches.load(Ordering::Relaxed)
     }
 
-    /// The URL of the key set.
-    pub fn url(&self) -> &Uri {
-        &self.shared.url
+    /// The URL of the key set; `None` while discovery has not found it (a source started
+    /// empty with [`Startup::StartEmpty`]).
+    pub fn url(&self) -> Option<&Uri> {
+        self.shared.url.get()
     }
 
     /// Fetches the key set now, outside the schedule, and waits for the outcome.
@@ -769,7 +825,7 @@ impl KeySource for RemoteJwks {
             .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
-            tracing::debug!(target: "portcullis::jwks", url = %shared.url, kid, "unknown key id: refetching");
+            tracing::debug!(target: "portcullis::jwks", url = %Location(shared), kid, "unknown key id: refetching");
             shared.wake.notify_one();
         }
     }

@@ -17,6 +17,20 @@ use crate::keys::KeySet;
 use crate::propagate::{Propagate, PropagateLayer, TrustIncoming};
 use crate::rate_limit::{IpNet, Limit, RateLimit, RateLimitLayer, Scope};
 
+/// The options of an issuer's remote key set: its start-up choice.
+#[cfg(feature = "jwks")]
+fn remote_options(
+    section: &super::file::IssuerSection,
+    url: &str,
+) -> crate::keys::RemoteJwksBuilder {
+    use crate::keys::Startup;
+    let startup = match section.keys.get_ref().startup {
+        Some(value) if value.start_empty() => Startup::StartEmpty,
+        _ => Startup::RequireKeys,
+    };
+    crate::keys::RemoteJwks::builder(url).startup(startup)
+}
+
 /// Where an issuer's keys come from, once local files are read.
 #[derive(Clone)]
 pub(crate) enum KeysFrom {
@@ -99,6 +113,13 @@ pub(crate) fn resolve(
                 keys_span,
                 "keys: set exactly one of jwks_url, discovery = true, jwks_file, pem_files, \
                  hmac_secret_env, hmac_secret_file",
+            ));
+        }
+        let remote = section.jwks_url.is_some() || section.discovery == Some(true);
+        if section.startup.is_some() && !remote {
+            return Err(at.error(
+                keys_span,
+                "keys.startup applies to jwks_url and discovery only: local keys are read at once",
             ));
         }
         let bad_keys = |e: crate::ConfigError| at.error(keys_span.clone(), format!("keys: {e}"));
@@ -450,7 +471,7 @@ pub(crate) async fn build(
                     KeysFrom::Local(set) => Issuer::new(section.issuer.as_str(), set.clone()),
                     #[cfg(feature = "jwks")]
                     KeysFrom::JwksUrl(url) => {
-                        let keys = crate::keys::RemoteJwks::builder(url.as_str())
+                        let keys = remote_options(section, url.as_str())
                             .build()
                             .await
                             .map_err(|e| failed(format!("issuer {:?}: {e}", section.issuer)))?;
@@ -460,7 +481,7 @@ pub(crate) async fn build(
                     KeysFrom::Discovery => {
                         let keys = crate::keys::RemoteJwks::discover(
                             &section.issuer,
-                            crate::keys::RemoteJwks::builder(""),
+                            remote_options(section, ""),
                         )
                         .await
                         .map_err(|e| failed(format!("issuer {:?}: {e}", section.issuer)))?;

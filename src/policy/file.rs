@@ -160,6 +160,33 @@ pub(crate) struct KeysSection {
     pub(crate) pem_files: Option<Vec<String>>,
     pub(crate) hmac_secret_env: Option<String>,
     pub(crate) hmac_secret_file: Option<String>,
+    /// For `jwks_url` and `discovery`: `"require_keys"` (the default) or `"start_empty"`.
+    pub(crate) startup: Option<StartupValue>,
+}
+
+/// `"require_keys"`: the policy is not built until the keys are fetched; `"start_empty"`: it is
+/// built at once, requests answer 503 until the keys arrive, and fetching goes on in the
+/// background.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StartupValue(pub(crate) bool);
+
+impl StartupValue {
+    #[cfg_attr(not(feature = "jwks"), allow(dead_code))]
+    pub(crate) fn start_empty(self) -> bool {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for StartupValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        parsed(deserializer, |text| match text {
+            "require_keys" => Ok(StartupValue(false)),
+            "start_empty" => Ok(StartupValue(true)),
+            other => Err(format!(
+                "unknown startup {other:?}: use \"require_keys\" or \"start_empty\""
+            )),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
