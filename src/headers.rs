@@ -43,23 +43,79 @@ pub fn same_to_upstream(a: &str, b: &str) -> bool {
 /// (`x_user_id` and `x-user_id` for `x-user-id`). Allocates only when such a spelling is
 /// present.
 pub fn remove_every_spelling(headers: &mut HeaderMap, name: &HeaderName) {
-    headers.remove(name);
-    remove_other_spellings(headers, name);
+    remove_every_spelling_of(headers, std::slice::from_ref(name));
+}
+
+/// [`remove_every_spelling`] for several names, in one pass over the request's header names
+/// when none is present (the common case). Allocates only when one is.
+pub fn remove_every_spelling_of(headers: &mut HeaderMap, names: &[HeaderName]) {
+    let plain = !names.iter().any(|n| has_underscore(n.as_str()));
+    remove_spellings(headers, names, plain, true);
 }
 
 /// Removes every header whose name is the same as `name` to an upstream that reads `_` as `-`,
 /// but not `name` itself: for a header that is read, then set. Allocates only when such a
 /// spelling is present.
 pub fn remove_other_spellings(headers: &mut HeaderMap, name: &HeaderName) {
+    remove_other_spellings_of(headers, std::slice::from_ref(name));
+}
+
+/// [`remove_other_spellings`] for several names, in one pass over the request's header names
+/// when none is present (the common case).
+pub fn remove_other_spellings_of(headers: &mut HeaderMap, names: &[HeaderName]) {
+    let plain = !names.iter().any(|n| has_underscore(n.as_str()));
+    remove_spellings(headers, names, plain, false);
+}
+
+/// The removal behind the functions above, for callers that know whether `names` hold a `_`
+/// (`plain` when none does) and whether the exact names go too. Another spelling holds a `_`
+/// where the name has a `-` (or the other way round), so when neither the names nor the
+/// request's header names hold one, only the exact names can be there: one cheap pass over the
+/// request's header names decides, and nothing is allocated.
+pub(crate) fn remove_spellings(
+    headers: &mut HeaderMap,
+    names: &[HeaderName],
+    plain: bool,
+    exact_too: bool,
+) {
+    if plain
+        && !headers.keys().any(|k| {
+            let k = k.as_str();
+            has_underscore(k) || (exact_too && names.iter().any(|n| n.as_str() == k))
+        })
+    {
+        return;
+    }
     remove_where(headers, |other| {
-        other != name.as_str() && same_to_upstream(other, name.as_str())
+        names.iter().any(|name| {
+            (exact_too || other != name.as_str()) && same_to_upstream(other, name.as_str())
+        })
     });
 }
 
 /// Removes every header whose name holds an underscore; returns how many names were removed.
 /// Allocates only when there is one.
 pub fn remove_underscored(headers: &mut HeaderMap) -> usize {
-    remove_where(headers, |name| name.contains('_'))
+    remove_where(headers, has_underscore)
+}
+
+/// Whether `name` holds a `_`, eight bytes at a time (header names are short, and a call into
+/// `memchr` costs more than it saves; this runs for every header name of every request).
+fn has_underscore(name: &str) -> bool {
+    const UNDERSCORES: u64 = u64::from_ne_bytes([b'_'; 8]);
+    const LOW: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let mut chunks = name.as_bytes().chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut eight = [0u8; 8];
+        eight.copy_from_slice(chunk);
+        // A byte of `x` is zero where the name holds `_`; the classic zero-byte test.
+        let x = u64::from_ne_bytes(eight) ^ UNDERSCORES;
+        if x.wrapping_sub(LOW) & !x & HIGH != 0 {
+            return true;
+        }
+    }
+    chunks.remainder().contains(&b'_')
 }
 
 fn remove_where(headers: &mut HeaderMap, matches: impl Fn(&str) -> bool) -> usize {
@@ -106,6 +162,20 @@ mod tests {
         assert_eq!(remove_underscored(&mut headers), 1);
         assert_eq!(remove_underscored(&mut headers), 0);
         assert!(!same_to_upstream("x-a", "x-ab"));
+        for (name, want) in [
+            ("", false),
+            ("x", false),
+            ("_", true),
+            ("x-request-id", false),
+            ("x_request-id", true),
+            ("x-request_id", true),
+            ("x-request-i_", true),
+            ("abcdefgh_", true),
+            ("abcdefg_", true),
+            ("^`^`^`^`^`^`^`^`", false),
+        ] {
+            assert_eq!(has_underscore(name), want, "{name}");
+        }
         assert!(same_to_upstream("X_A-b", "x-a_B"));
     }
 }

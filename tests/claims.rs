@@ -352,3 +352,58 @@ mod assertion {
         assert_eq!(generated.jwks()["keys"][0]["kid"], generated.kid());
     }
 }
+
+#[tokio::test]
+async fn typed_claims_in_an_axum_handler() {
+    use axum::routing::get;
+    use portcullis::jwt::Claims;
+    use tower::ServiceExt;
+
+    #[derive(serde::Deserialize)]
+    struct Token {
+        sub: String,
+        org: Org,
+    }
+    #[derive(serde::Deserialize)]
+    struct Org {
+        id: String,
+    }
+    async fn handler(Claims(token): Claims<Token>) -> String {
+        format!("{} of {}", token.sub, token.org.id)
+    }
+    let app = axum::Router::new()
+        .route("/", get(handler))
+        .layer(JwtAuthLayer::new(validator(clock(), 10)).optional());
+    let call = |token: Option<String>| {
+        let app = app.clone();
+        async move {
+            let mut request = Request::get("/");
+            if let Some(token) = token {
+                request = request.header("authorization", format!("Bearer {token}"));
+            }
+            let response = app
+                .oneshot(request.body(axum::body::Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let status = response.status();
+            let body = http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            (status.as_u16(), String::from_utf8(body.to_vec()).unwrap())
+        }
+    };
+    let mut c = claims("ada");
+    c["org"] = json!({"id": "acme"});
+    assert_eq!(
+        call(Some(mint(Alg::ES256, &c))).await,
+        (200, "ada of acme".to_owned())
+    );
+    // Authentic, but without the claim the handler needs: 403, saying nothing of which.
+    assert_eq!(
+        call(Some(mint(Alg::ES256, &claims("ada")))).await,
+        (403, String::new())
+    );
+    // No identity at all: 401.
+    assert_eq!(call(None).await.0, 401);
+}

@@ -166,10 +166,10 @@ fn trace_context_through_the_layer() {
     assert_eq!(headers.get_all("tracestate").iter().count(), 1);
     assert_eq!(headers["tracestate"], "rojo=1,congo=2,x=3");
 
-    // An invalid tracestate is dropped; the trace is kept.
+    // An invalid tracestate (a malformed key) is dropped; the trace is kept.
     send(
         &mut service,
-        get(&[("traceparent", PARENT), ("tracestate", "rojo=1,rojo=2")]),
+        get(&[("traceparent", PARENT), ("tracestate", "rojo=1,Rojo=2")]),
     );
     let (headers, _) = seen.last();
     assert!(!headers.contains_key("tracestate"));
@@ -177,6 +177,14 @@ fn trace_context_through_the_layer() {
         &headers["traceparent"].to_str().unwrap()[..36],
         &PARENT[..36]
     );
+
+    // A repeated key is valid under the current W3C text: its first member is kept.
+    send(
+        &mut service,
+        get(&[("traceparent", PARENT), ("tracestate", "rojo=1,rojo=2")]),
+    );
+    let (headers, _) = seen.last();
+    assert_eq!(headers["tracestate"], "rojo=1");
 
     // Invalid or absent: a new sampled trace, and tracestate dropped.
     for bad in [

@@ -443,9 +443,13 @@ impl Routes {
         if request.uri().query().is_some_and(asks_for_another_method) {
             return Err(PathError::Method);
         }
-        for name in &METHOD_OVERRIDE_HEADERS {
-            crate::headers::remove_every_spelling(request.headers_mut(), name);
-        }
+        // The override names hold no `_` (a unit test checks).
+        crate::headers::remove_spellings(
+            request.headers_mut(),
+            &METHOD_OVERRIDE_HEADERS,
+            true,
+            true,
+        );
         let uri = request.uri();
         let normalized = NormalizedPath::parse(uri.path(), self.parameters)?;
         let route = self.find(request.method(), &normalized)?;
@@ -568,6 +572,13 @@ mod tests {
             .uri(path)
             .body(())
             .unwrap()
+    }
+
+    #[test]
+    fn method_override_names_hold_no_underscore() {
+        for name in &METHOD_OVERRIDE_HEADERS {
+            assert!(!name.as_str().contains('_'), "{name}");
+        }
     }
 
     #[test]

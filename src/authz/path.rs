@@ -108,6 +108,8 @@ pub enum PathCase {
 pub struct NormalizedPath<'p> {
     path: &'p str,
     bounds: [(u16, u16); MAX_PATH_SEGMENTS],
+    /// Bit `i` is set when segment `i` holds a percent escape.
+    escaped: u64,
     len: usize,
     canonical: bool,
     trailing_slash: bool,
@@ -155,6 +157,17 @@ pub(crate) fn decodes_to_ignoring_case(raw: &str, literal: &str) -> bool {
     decoded(raw)
         .map(|b| b.to_ascii_lowercase())
         .eq(literal.bytes().map(|b| b.to_ascii_lowercase()))
+}
+
+/// Whether a segment (`escaped` when it holds a percent escape) is `literal`, exactly or
+/// ignoring ASCII case. A plain segment is compared as it is, without decoding.
+fn same_segment(raw: &str, escaped: bool, literal: &str, ignoring_case: bool) -> bool {
+    match (escaped, ignoring_case) {
+        (false, false) => raw == literal,
+        (false, true) => raw == literal || raw.eq_ignore_ascii_case(literal),
+        (true, false) => decodes_to(raw, literal),
+        (true, true) => decodes_to_ignoring_case(raw, literal),
+    }
 }
 
 /// Whether `bytes` are well-formed UTF-8 (no overlong forms, surrogates or values past
@@ -219,6 +232,7 @@ impl<'p> NormalizedPath<'p> {
         let mut out = NormalizedPath {
             path,
             bounds: [(0, 0); MAX_PATH_SEGMENTS],
+            escaped: 0,
             len: 0,
             canonical: path.starts_with('/') || path.is_empty(),
             trailing_slash: path.len() > 1 && path.ends_with('/'),
@@ -228,7 +242,11 @@ impl<'p> NormalizedPath<'p> {
             let s = start;
             start = s + whole.len() + 1;
             // Under Strip, a segment ends at its first ';' (Reject refused every ';' above).
-            let raw = match whole.find(';') {
+            let cut = match parameters {
+                PathParameters::Strip => whole.find(';'),
+                PathParameters::Reject => None,
+            };
+            let raw = match cut {
                 Some(at) => {
                     out.canonical = false;
                     &whole[..at]
@@ -243,14 +261,15 @@ impl<'p> NormalizedPath<'p> {
                 }
                 continue;
             }
-            if raw.contains('%') && !is_utf8(decoded(raw)) {
+            let escaped = raw.bytes().any(|b| b == b'%');
+            if escaped && !is_utf8(decoded(raw)) {
                 return Err(PathError::Forbidden);
             }
-            if decodes_to(raw, ".") {
+            if same_segment(raw, escaped, ".", false) {
                 out.canonical = false;
                 continue;
             }
-            if decodes_to(raw, "..") {
+            if same_segment(raw, escaped, "..", false) {
                 out.canonical = false;
                 out.len = out.len.saturating_sub(1);
                 continue;
@@ -260,6 +279,12 @@ impl<'p> NormalizedPath<'p> {
             }
             // Both fit in u16: the path is at most u16::MAX bytes long.
             out.bounds[out.len] = (s as u16, e as u16);
+            let bit = 1u64 << out.len;
+            out.escaped = if escaped {
+                out.escaped | bit
+            } else {
+                out.escaped & !bit
+            };
             out.len += 1;
         }
         Ok(out)
@@ -270,6 +295,13 @@ impl<'p> NormalizedPath<'p> {
         self.bounds[..self.len]
             .iter()
             .map(|&(s, e)| &self.path[usize::from(s)..usize::from(e)])
+    }
+
+    /// The raw segments, each with whether it holds a percent escape.
+    fn segments_marked(&self) -> impl Iterator<Item = (&'p str, bool)> + '_ {
+        self.segments()
+            .enumerate()
+            .map(|(i, raw)| (raw, self.escaped & (1u64 << i) != 0))
     }
 
     /// How many segments.
@@ -466,15 +498,15 @@ impl PathPattern {
 
     /// Whether the normalised path matches, comparing letters exactly. Does not allocate.
     pub fn matches(&self, path: &NormalizedPath<'_>) -> bool {
-        self.matches_with(path, decodes_to)
+        self.matches_with(path, false)
     }
 
     /// Whether the normalised path matches, ignoring ASCII case. Does not allocate.
     pub fn matches_ignoring_case(&self, path: &NormalizedPath<'_>) -> bool {
-        self.matches_with(path, decodes_to_ignoring_case)
+        self.matches_with(path, true)
     }
 
-    fn matches_with(&self, path: &NormalizedPath<'_>, same: fn(&str, &str) -> bool) -> bool {
+    fn matches_with(&self, path: &NormalizedPath<'_>, ignoring_case: bool) -> bool {
         let count_ok = if self.prefix {
             path.len() >= self.segments.len()
         } else {
@@ -484,10 +516,10 @@ impl PathPattern {
             && self
                 .segments
                 .iter()
-                .zip(path.segments())
-                .all(|(pattern, raw)| match pattern {
+                .zip(path.segments_marked())
+                .all(|(pattern, (raw, escaped))| match pattern {
                     Segment::Any => true,
-                    Segment::Literal(literal) => same(raw, literal),
+                    Segment::Literal(literal) => same_segment(raw, escaped, literal, ignoring_case),
                 })
     }
 }

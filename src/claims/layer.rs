@@ -10,7 +10,7 @@ use tower_service::Service;
 
 use super::{AssertionSigner, ClaimPath, render_header_value};
 use crate::error::ConfigError;
-use crate::headers::remove_every_spelling;
+use crate::headers::remove_spellings;
 use crate::jwt::Derived;
 use crate::jwt::Identity;
 
@@ -44,8 +44,25 @@ pub struct MapClaimsLayer {
 struct Config {
     id: u64,
     mappings: Box<[(HeaderName, ClaimPath)]>,
+    /// The mapped headers' names and the assertion's: the headers this layer sets.
+    managed: Box<[HeaderName]>,
+    /// Whether no managed name holds a `_`.
+    managed_plain: bool,
     remove_authorization: bool,
     assertion: Option<AssertionSigner>,
+}
+
+impl Config {
+    fn with_managed(mut self) -> Self {
+        self.managed = self
+            .mappings
+            .iter()
+            .map(|(name, _)| name.clone())
+            .chain(self.assertion.as_ref().map(|s| s.header_name().clone()))
+            .collect();
+        self.managed_plain = !self.managed.iter().any(|n| n.as_str().contains('_'));
+        self
+    }
 }
 
 impl fmt::Debug for MapClaimsLayer {
@@ -88,12 +105,17 @@ impl MapClaimsLayer {
             out.push((name, path));
         }
         Ok(Self {
-            config: Arc::new(Config {
-                id: IDS.fetch_add(1, Ordering::Relaxed),
-                mappings: out.into_boxed_slice(),
-                remove_authorization: false,
-                assertion: None,
-            }),
+            config: Arc::new(
+                Config {
+                    id: IDS.fetch_add(1, Ordering::Relaxed),
+                    mappings: out.into_boxed_slice(),
+                    managed: Box::default(),
+                    managed_plain: true,
+                    remove_authorization: false,
+                    assertion: None,
+                }
+                .with_managed(),
+            ),
         })
     }
 
@@ -107,7 +129,9 @@ impl MapClaimsLayer {
     /// Also sets a signed identity assertion (see [`AssertionSigner`]) in the signer's header,
     /// removing any copy the client sent.
     pub fn assertion(mut self, signer: AssertionSigner) -> Self {
-        Arc::make_mut(&mut self.config).assertion = Some(signer);
+        let config = Arc::make_mut(&mut self.config);
+        config.assertion = Some(signer);
+        *config = config.clone().with_managed();
         self
     }
 
@@ -142,16 +166,15 @@ impl Config {
     }
 
     fn apply(&self, headers: &mut HeaderMap, identity: Option<&Identity>) {
-        // Every value of each name, in every spelling an upstream reads as the same name
-        // (`X_User_Id` for `x-user-id`); names are case-insensitive.
-        for (name, _) in self.mappings.iter() {
-            remove_every_spelling(headers, name);
+        // Every value of each name (names are case-insensitive), and in one pass over the
+        // request's header names every other spelling an upstream reads as the same name
+        // (`X_User_Id` for `x-user-id`).
+        for name in self.managed.iter() {
+            headers.remove(name);
         }
+        remove_spellings(headers, &self.managed, self.managed_plain, false);
         if self.remove_authorization {
             headers.remove(AUTHORIZATION);
-        }
-        if let Some(signer) = &self.assertion {
-            remove_every_spelling(headers, signer.header_name());
         }
         let Some(identity) = identity else {
             return;

@@ -49,7 +49,7 @@ mod service;
 mod validator;
 
 #[cfg(feature = "axum")]
-pub use self::axum::{Authenticated, MissingIdentity};
+pub use self::axum::{Authenticated, Claims, ClaimsRejection, MissingIdentity};
 pub(crate) use error::check_realm;
 pub use error::{ChallengeKind, DefaultRejection, JwtError, OnRejection, Rejection};
 pub use future::ResponseFuture;

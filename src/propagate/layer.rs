@@ -338,11 +338,10 @@ where
         if config.strip_hop_by_hop {
             remove_hop_by_hop(request.headers_mut());
         }
-        // The headers this layer reads and sets reach the service in one spelling only: a
-        // client's `X_Request_Id` would stand beside the id the layer keeps or makes.
-        for name in [&config.request_id, &TRACEPARENT, &TRACESTATE] {
-            remove_other_spellings(request.headers_mut(), name);
-        }
+        // The request id reaches the service in one spelling only: a client's `X_Request_Id`
+        // would stand beside the id the layer keeps or makes. (`traceparent` and `tracestate`
+        // hold no `-`, so they have no other spelling.)
+        remove_other_spellings(request.headers_mut(), &config.request_id);
         let kept = config.kept_request_id(request.headers(), request.extensions());
         let kept_id = kept.is_some();
         let traced = config

@@ -18,32 +18,52 @@ use crate::jwt::Identity;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerAddr(pub SocketAddr);
 
-/// An IP network in CIDR notation (`10.0.0.0/8`, `fd00::/8`, or one address).
+/// An IP network in CIDR notation (`10.0.0.0/8`, `fd00::/8`, or one address). Host bits must
+/// be zero: `10.1.2.3/8` is refused rather than read as `10.0.0.0/8`, since it is more likely
+/// a typo for one address than a wish to trust a whole network.
+///
+/// # Example
+///
+/// ```
+/// use std::net::IpAddr;
+/// use portcullis::rate_limit::IpNet;
+///
+/// let net: IpNet = "10.0.0.0/8".parse().unwrap();
+/// assert!(net.contains("10.1.2.3".parse::<IpAddr>().unwrap()));
+/// assert!("10.1.2.3/8".parse::<IpNet>().unwrap_err().contains("10.0.0.0/8"));
+/// assert_eq!(net.to_string(), "10.0.0.0/8");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IpNet {
     addr: IpAddr,
     prefix: u8,
 }
 
+/// The network part of `ip` under `prefix` leading bits.
+fn network(ip: IpAddr, prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V4((u32::from(v4) & mask).into())
+        }
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V6((u128::from(v6) & mask).into())
+        }
+    }
+}
+
 impl IpNet {
     /// Whether `ip` is in the network (IPv4-mapped IPv6 addresses count as IPv4).
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
+        ip.is_ipv4() == self.addr.is_ipv4() && network(ip, self.prefix) == self.addr
+    }
+}
+
+impl fmt::Display for IpNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
     }
 }
 
@@ -77,6 +97,12 @@ impl FromStr for IpNet {
                 .ok_or_else(|| format!("bad prefix in {s:?}"))?,
             None => max,
         };
+        let net = network(addr, prefix);
+        if net != addr {
+            return Err(format!(
+                "{s:?} has host bits set: write {net}/{prefix} for the network, or {addr} for one address"
+            ));
+        }
         Ok(Self { addr, prefix })
     }
 }
