@@ -14,6 +14,7 @@
 //!   [`AuthorizeLayer`](authz::AuthorizeLayer) (403 `insufficient_scope`).
 //! - [`claims`]: claim paths and header-safe rendering of claim values.
 //! - [`headers`]: header names as upstreams read them (`_` as `-`).
+//! - [`grpc`]: rejections as gRPC statuses for gRPC clients.
 //! - [`rate_limit`]: GCRA per key, a bounded in-memory store, and
 //!   [`RateLimitLayer`](rate_limit::RateLimitLayer) with IETF `RateLimit` headers.
 //! - [`propagate`]: request ids, W3C trace context, header propagation, hop-by-hop headers and
@@ -88,6 +89,7 @@ mod der;
 pub mod error;
 #[cfg(fuzzing)]
 pub mod fuzzing;
+pub mod grpc;
 pub mod guide;
 pub mod headers;
 pub mod jwt;

@@ -217,7 +217,11 @@ where
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         match self.config.decide(&mut request) {
             Ok(()) => ResponseFuture::inner(self.inner.call(request)),
-            Err(error) => ResponseFuture::rejected(self.config.reject(&request, error)),
+            Err(error) => {
+                let rejection = self.config.reject(&request, error);
+                let grpc = crate::grpc::is_grpc(request.headers());
+                ResponseFuture::rejected(crate::grpc::when_grpc(grpc, rejection))
+            }
         }
     }
 }

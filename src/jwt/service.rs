@@ -90,7 +90,9 @@ where
                 .map(|(route, preflight)| (route.map(|(_, route)| route), preflight))
             {
                 Err(error) => {
-                    return ResponseFuture::rejected(self.reject(JwtError::BadPath(error)));
+                    let grpc = crate::grpc::is_grpc(req.headers());
+                    let rejection = self.reject(JwtError::BadPath(error));
+                    return ResponseFuture::rejected(crate::grpc::when_grpc(grpc, rejection));
                 }
                 Ok((route, true)) => {
                     pattern = route.map(|r| r.pattern_text());
@@ -124,7 +126,10 @@ where
                 }
                 ResponseFuture::inner(self.inner.call(req))
             }
-            Err(error) => ResponseFuture::rejected(self.reject(error)),
+            Err(error) => {
+                let grpc = crate::grpc::is_grpc(req.headers());
+                ResponseFuture::rejected(crate::grpc::when_grpc(grpc, self.reject(error)))
+            }
         }
     }
 }

@@ -629,13 +629,16 @@ where
                     let Poll::Ready(checked) = check.as_mut().poll(cx) else {
                         return Poll::Pending;
                     };
+                    let grpc = request
+                        .as_ref()
+                        .is_some_and(|r| crate::grpc::is_grpc(r.headers()));
                     let next = match checked {
                         None => {
                             let mut unavailable = Response::new(ResBody::default());
                             *unavailable.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
                             unavailable.extensions_mut().insert(RateLimitUnavailable);
                             State::Done {
-                                response: Some(unavailable),
+                                response: Some(crate::grpc::when_grpc(grpc, unavailable)),
                             }
                         }
                         Some((outcomes, denied)) => {
@@ -644,7 +647,7 @@ where
                             this.config.count(&outcomes, denied.as_ref());
                             match this.config.rejection(denied) {
                                 Some(response) => State::Done {
-                                    response: Some(response),
+                                    response: Some(crate::grpc::when_grpc(grpc, response)),
                                 },
                                 None => {
                                     let (Some(mut inner), Some(request)) =
@@ -829,7 +832,10 @@ where
         config.count(&outcomes, denied.as_ref());
         let state = match config.rejection(denied) {
             Some(response) => State::Done {
-                response: Some(response),
+                response: Some(crate::grpc::when_grpc(
+                    crate::grpc::is_grpc(request.headers()),
+                    response,
+                )),
             },
             None => State::Inner {
                 future: self.inner.call(request),
