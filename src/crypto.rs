@@ -1,7 +1,8 @@
-//! Algorithms, and a `jsonwebtoken` [`CryptoProvider`](jsonwebtoken::crypto::CryptoProvider) backed by `ring`.
+//! Algorithms, and a `jsonwebtoken` `CryptoProvider` backed by `ring`.
 //!
-//! portcullis verifies tokens with `ring` directly (see [`Validator`](crate::jwt::Validator)),
-//! never through `jsonwebtoken`'s process-wide provider. It still depends on `jsonwebtoken`
+//! [`RING_PROVIDER`] is a [`CryptoProvider`] for `jsonwebtoken`. portcullis verifies tokens
+//! with `ring` directly (see [`Validator`](crate::jwt::Validator)), never through
+//! `jsonwebtoken`'s process-wide provider. It still depends on `jsonwebtoken`
 //! with its crypto features off, so an application that uses both crates never meets the
 //! "no provider" or "two providers" panic: [`install`] puts [`RING_PROVIDER`] in place, and the
 //! crate calls it wherever it could reach `jsonwebtoken`'s provider (building a

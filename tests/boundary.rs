@@ -12,8 +12,6 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use jsonwebtoken::Algorithm as Alg;
 use portcullis::authz::Route;
 use portcullis::authz::path::PatternError;
@@ -103,20 +101,7 @@ async fn serve(policy_text: &str) -> SocketAddr {
         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body.to_string()))))
     });
     let service = layer.layer(echo);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            let service = TowerToHyperService::new(service.clone());
-            tokio::spawn(async move {
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
+    common::serve_loopback(service).await
 }
 
 /// Sends `method target` with `headers` as written, on its own connection; returns the status

@@ -11,8 +11,6 @@ use common::*;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use portcullis::jwt::{Identity, JwtAuthLayer};
 use tokio::net::TcpListener;
 use tower::{Layer, service_fn};
@@ -42,19 +40,7 @@ async fn bare_hyper_service() {
             .unwrap_or_default();
         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(sub))))
     }));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            let service = TowerToHyperService::new(service.clone());
-            tokio::spawn(async move {
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
+    let addr = serve_loopback(service).await;
 
     let token = mint(jsonwebtoken::Algorithm::ES256, &claims("ada"));
     let bearer = format!("Bearer {token}");

@@ -51,41 +51,6 @@ pub(crate) struct PathsSection {
     pub(crate) case: CaseValue,
 }
 
-/// `"reject"` (the default) or `"strip"`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct ParametersValue(pub(crate) crate::authz::path::PathParameters);
-
-impl<'de> Deserialize<'de> for ParametersValue {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        use crate::authz::path::PathParameters;
-        parsed(deserializer, |text| match text {
-            "reject" => Ok(ParametersValue(PathParameters::Reject)),
-            "strip" => Ok(ParametersValue(PathParameters::Strip)),
-            other => Err(format!(
-                "unknown parameters {other:?}: use \"reject\" or \"strip\""
-            )),
-        })
-    }
-}
-
-/// `"reject_ambiguous"` (the default), `"sensitive"` or `"insensitive"`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct CaseValue(pub(crate) crate::authz::path::PathCase);
-
-impl<'de> Deserialize<'de> for CaseValue {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        use crate::authz::path::PathCase;
-        parsed(deserializer, |text| match text {
-            "reject_ambiguous" => Ok(CaseValue(PathCase::RejectAmbiguous)),
-            "sensitive" => Ok(CaseValue(PathCase::Sensitive)),
-            "insensitive" => Ok(CaseValue(PathCase::Insensitive)),
-            other => Err(format!(
-                "unknown case {other:?}: use \"reject_ambiguous\", \"sensitive\" or \"insensitive\""
-            )),
-        })
-    }
-}
-
 /// How a server built on the policy (the gateway example) treats its connections; the library's
 /// layers do not read it.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -96,22 +61,6 @@ pub(crate) struct ServerSection {
     pub(crate) max_connections: Option<NonZeroU32>,
     pub(crate) max_header_bytes: Option<NonZeroU32>,
     pub(crate) underscore_headers: Option<UnderscoreValue>,
-}
-
-/// `"drop"` or `"keep"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct UnderscoreValue(pub(crate) bool);
-
-impl<'de> Deserialize<'de> for UnderscoreValue {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        parsed(deserializer, |text| match text {
-            "drop" => Ok(UnderscoreValue(false)),
-            "keep" => Ok(UnderscoreValue(true)),
-            other => Err(format!(
-                "unknown underscore_headers {other:?}: use \"drop\" or \"keep\""
-            )),
-        })
-    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -162,31 +111,6 @@ pub(crate) struct KeysSection {
     pub(crate) hmac_secret_file: Option<String>,
     /// For `jwks_url` and `discovery`: `"require_keys"` (the default) or `"start_empty"`.
     pub(crate) startup: Option<StartupValue>,
-}
-
-/// `"require_keys"`: the policy is not built until the keys are fetched; `"start_empty"`: it is
-/// built at once, requests answer 503 until the keys arrive, and fetching goes on in the
-/// background.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct StartupValue(pub(crate) bool);
-
-impl StartupValue {
-    #[cfg_attr(not(feature = "jwks"), allow(dead_code))]
-    pub(crate) fn start_empty(self) -> bool {
-        self.0
-    }
-}
-
-impl<'de> Deserialize<'de> for StartupValue {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        parsed(deserializer, |text| match text {
-            "require_keys" => Ok(StartupValue(false)),
-            "start_empty" => Ok(StartupValue(true)),
-            other => Err(format!(
-                "unknown startup {other:?}: use \"require_keys\" or \"start_empty\""
-            )),
-        })
-    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -475,21 +399,92 @@ impl<'de> Deserialize<'de> for ClaimPathValue {
     }
 }
 
-/// `required` (the default), `optional` or `none`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct AuthValue(pub(crate) crate::authz::Auth);
+macro_rules! keyword_value {
+    ($(#[$doc:meta])* $name:ident($inner:ty), $what:literal, { $($text:literal => $value:expr),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub(crate) struct $name(pub(crate) $inner);
 
-impl<'de> Deserialize<'de> for AuthValue {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        use crate::authz::Auth;
-        parsed(deserializer, |text| match text {
-            "required" => Ok(AuthValue(Auth::Required)),
-            "optional" => Ok(AuthValue(Auth::Optional)),
-            "none" => Ok(AuthValue(Auth::None)),
-            other => Err(format!(
-                "unknown auth {other:?}: use \"required\", \"optional\" or \"none\""
-            )),
-        })
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                parsed(deserializer, |text| match text {
+                    $($text => Ok($name($value)),)+
+                    other => {
+                        let choices = [$(concat!("\"", $text, "\"")),+];
+                        let list = match choices.split_last() {
+                            Some((last, rest)) if !rest.is_empty() => {
+                                format!("{} or {last}", rest.join(", "))
+                            }
+                            _ => choices.join(""),
+                        };
+                        Err(format!(concat!("unknown ", $what, " {:?}: use {}"), other, list))
+                    }
+                })
+            }
+        }
+    };
+}
+
+keyword_value!(
+    /// `"required"` (the default), `"optional"` or `"none"`.
+    AuthValue(crate::authz::Auth), "auth", {
+        "required" => crate::authz::Auth::Required,
+        "optional" => crate::authz::Auth::Optional,
+        "none" => crate::authz::Auth::None,
+    }
+);
+
+keyword_value!(
+    /// `"reject"` (the default) or `"strip"`.
+    ParametersValue(crate::authz::path::PathParameters), "parameters", {
+        "reject" => crate::authz::path::PathParameters::Reject,
+        "strip" => crate::authz::path::PathParameters::Strip,
+    }
+);
+
+keyword_value!(
+    /// `"reject_ambiguous"` (the default), `"sensitive"` or `"insensitive"`.
+    CaseValue(crate::authz::path::PathCase), "case", {
+        "reject_ambiguous" => crate::authz::path::PathCase::RejectAmbiguous,
+        "sensitive" => crate::authz::path::PathCase::Sensitive,
+        "insensitive" => crate::authz::path::PathCase::Insensitive,
+    }
+);
+
+keyword_value!(
+    /// `"drop"` or `"keep"`: whether client headers whose names hold `_` are kept.
+    UnderscoreValue(bool), "underscore_headers", { "drop" => false, "keep" => true }
+);
+
+keyword_value!(
+    /// `"require_keys"`: the policy is not built until the keys are fetched; `"start_empty"`: it
+    /// is built at once, requests answer 503 until the keys arrive, and fetching goes on in the
+    /// background.
+    StartupValue(bool), "startup", { "require_keys" => false, "start_empty" => true }
+);
+
+impl Default for AuthValue {
+    fn default() -> Self {
+        AuthValue(crate::authz::Auth::Required)
+    }
+}
+
+impl Default for ParametersValue {
+    fn default() -> Self {
+        ParametersValue(crate::authz::path::PathParameters::Reject)
+    }
+}
+
+impl Default for CaseValue {
+    fn default() -> Self {
+        CaseValue(crate::authz::path::PathCase::RejectAmbiguous)
+    }
+}
+
+impl StartupValue {
+    #[cfg_attr(not(feature = "jwks"), allow(dead_code))]
+    pub(crate) fn start_empty(self) -> bool {
+        self.0
     }
 }
 
@@ -589,6 +584,27 @@ fn parse_source(text: &str) -> Result<TokenSource, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keyword_values_name_their_choices() {
+        let error = |text: &str| toml::from_str::<PolicyFile>(text).unwrap_err().to_string();
+        let auth = error("[[routes]]\npath = \"/a\"\nauth = \"maybe\"\n");
+        assert!(
+            auth.contains(r#"unknown auth "maybe": use "required", "optional" or "none""#),
+            "{auth}"
+        );
+        let server = error("[server]\nunderscore_headers = \"yes\"\n");
+        assert!(
+            server.contains(r#"unknown underscore_headers "yes": use "drop" or "keep""#),
+            "{server}"
+        );
+        let paths: PolicyFile = toml::from_str("[paths]\ncase = \"sensitive\"\n").unwrap();
+        assert_eq!(paths.paths.case.0, crate::authz::path::PathCase::Sensitive);
+        assert_eq!(
+            paths.paths.parameters.0,
+            crate::authz::path::PathParameters::Reject
+        );
+    }
 
     #[test]
     fn durations_and_rates() {
