@@ -64,7 +64,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     portcullis::crypto::install();
-    let key = EncodingKey::from_secret(&secret);
+    let key = EncodingKey::from_secret(&secret).unwrap();
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let token = |sub: &str, scope: &str| {
         let claims = json!({"iss": ISSUER, "aud": "health", "sub": sub, "scope": scope,

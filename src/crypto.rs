@@ -16,6 +16,14 @@
 //! using the application's choice, and portcullis' own verification is unaffected because it
 //! does not go through that provider.
 //!
+//! # Which `jsonwebtoken`
+//!
+//! portcullis depends on `jsonwebtoken` 12 with no default features (no `use_pem`, no crypto
+//! backend). An application on `jsonwebtoken` 12 shares that one copy, so [`install`] serves
+//! its `encode` and `decode` too. An application still on 11 or earlier links a second copy of
+//! `jsonwebtoken` with a provider slot of its own, which [`install`] does not reach: that copy
+//! needs its own provider (its `rust_crypto` or `aws_lc_rs` feature, or an explicit install).
+//!
 //! # Example
 //!
 //! ```
@@ -24,8 +32,8 @@
 //! portcullis::crypto::install();
 //! let secret = b"a secret of at least thirty-two bytes!";
 //! let token = encode(&Header::default(), &serde_json::json!({"sub": "ada", "exp": 4_000_000_000u64}),
-//!     &EncodingKey::from_secret(secret)).unwrap();
-//! let data = decode::<serde_json::Value>(&token, &DecodingKey::from_secret(secret),
+//!     &EncodingKey::from_secret(secret).unwrap()).unwrap();
+//! let data = decode::<serde_json::Value>(&token, &DecodingKey::from_secret(secret).unwrap(),
 //!     &Validation::default()).unwrap();
 //! assert_eq!(data.claims["sub"], "ada");
 //! ```
@@ -230,10 +238,13 @@ pub enum Installed {
 /// Installs [`RING_PROVIDER`] as `jsonwebtoken`'s process-wide provider unless one is
 /// already installed. Idempotent and cheap; safe to call from any thread, any number of times.
 pub fn install() -> Installed {
-    match RING_PROVIDER.install_default() {
-        Ok(()) => Installed::Ring,
-        Err(existing) if std::ptr::eq(existing, &RING_PROVIDER) => Installed::Ring,
-        Err(_) => Installed::Other,
+    if RING_PROVIDER.install_default().is_ok() {
+        return Installed::Ring;
+    }
+    // `install_default` hands back the provider it was given, not the one in place: ask.
+    match CryptoProvider::try_get_default() {
+        Some(active) if std::ptr::eq(active, &RING_PROVIDER) => Installed::Ring,
+        _ => Installed::Other,
     }
 }
 

@@ -46,7 +46,7 @@
 //!
 //! let claims = serde_json::json!({"iss": "https://issuer.example/", "aud": "orders-api",
 //!     "sub": "ada", "exp": 4_000_000_000u64});
-//! let token = encode(&Header::default(), &claims, &EncodingKey::from_secret(&secret)).unwrap();
+//! let token = encode(&Header::default(), &claims, &EncodingKey::from_secret(&secret).unwrap()).unwrap();
 //! let request = Request::builder()
 //!     .header("authorization", format!("Bearer {token}"))
 //!     .body(String::new())

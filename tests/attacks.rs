@@ -111,7 +111,7 @@ fn algorithm_confusion_rsa_public_key_as_hmac_secret() {
             b64(r#"{"alg":"HS256","kid":"rsa"}"#),
             b64(&payload)
         );
-        let key = jsonwebtoken::EncodingKey::from_secret(pem.as_bytes());
+        let key = jsonwebtoken::EncodingKey::from_secret(pem.as_bytes()).unwrap();
         let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &key, Alg::HS256).unwrap();
         rejected(&format!("{input}.{sig}"), JwtError::NoMatchingKey);
         let input = format!("{}.{}", b64(r#"{"alg":"HS256"}"#), b64(&payload));

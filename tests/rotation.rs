@@ -117,7 +117,7 @@ fn an_hmac_rotation_with_both_secrets_live_causes_no_401() {
     let after = jsonwebtoken::encode(
         &header,
         &json!({"iss": ISS_H, "aud": "api", "exp": NOW + 60}),
-        &jsonwebtoken::EncodingKey::from_secret(&[0x5a; 64]),
+        &jsonwebtoken::EncodingKey::from_secret(&[0x5a; 64]).unwrap(),
     )
     .unwrap();
     assert!(validator.validate(before.as_bytes()).is_ok());

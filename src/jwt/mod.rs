@@ -29,7 +29,7 @@
 //!
 //! let claims = serde_json::json!({"iss": "https://issuer.example/", "aud": "api", "sub": "ada",
 //!     "exp": 4_000_000_000u64});
-//! let token = encode(&Header::default(), &claims, &EncodingKey::from_secret(&secret)).unwrap();
+//! let token = encode(&Header::default(), &claims, &EncodingKey::from_secret(&secret).unwrap()).unwrap();
 //! let mut headers = HeaderMap::new();
 //! headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
 //! assert_eq!(layer.authenticate(&headers).unwrap().unwrap().subject(), Some("ada"));

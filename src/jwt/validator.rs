@@ -183,7 +183,7 @@ impl Issuer {
 ///
 /// let claims = serde_json::json!({"iss": "https://issuer.example/", "aud": "orders-api",
 ///     "sub": "ada", "exp": 4_000_000_000u64, "scope": "read:orders"});
-/// let token = encode(&Header::default(), &claims, &EncodingKey::from_secret(secret)).unwrap();
+/// let token = encode(&Header::default(), &claims, &EncodingKey::from_secret(secret).unwrap()).unwrap();
 ///
 /// let identity = validator.validate(token.as_bytes()).unwrap();
 /// assert_eq!(identity.subject(), Some("ada"));

@@ -130,10 +130,10 @@ impl RedisStore {
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(|e| StoreError::Redis(e.to_string()))?;
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_secs(1))
-            .set_response_timeout(Duration::from_secs(1))
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(1)))
             .set_number_of_retries(2)
-            .set_max_delay(200);
+            .set_max_delay(Duration::from_millis(200));
         let connection = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(|e| StoreError::Redis(e.to_string()))?;

@@ -44,7 +44,7 @@ pub fn signing_key(alg: jsonwebtoken::Algorithm) -> (EncodingKey, &'static str) 
     let installed = portcullis::crypto::install();
     assert_eq!(installed, portcullis::crypto::Installed::Ring);
     match alg {
-        HS256 | HS384 | HS512 => (EncodingKey::from_secret(HMAC_SECRET), "h"),
+        HS256 | HS384 | HS512 => (EncodingKey::from_secret(HMAC_SECRET).unwrap(), "h"),
         RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => (
             EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap(),
             "rsa",
