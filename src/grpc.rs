@@ -91,14 +91,6 @@ pub fn into_grpc<B>(response: &mut Response<B>) {
     }
 }
 
-/// [`into_grpc`] when `grpc`: the layers' one call on their rejection paths.
-pub(crate) fn when_grpc<B>(grpc: bool, mut response: Response<B>) -> Response<B> {
-    if grpc {
-        into_grpc(&mut response);
-    }
-    response
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

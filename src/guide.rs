@@ -19,6 +19,7 @@
 #[doc = include_str!("../docs/getting-started.md")]
 pub mod getting_started {}
 
+#[doc = "[crate::guide::deployment]: crate::guide::deployment"]
 #[doc = include_str!("../docs/validation.md")]
 pub mod validation {}
 
@@ -29,6 +30,7 @@ pub mod keys {}
 pub mod authorization {}
 
 #[doc = "[crate::clock::MonotonicClock]: crate::clock::MonotonicClock"]
+#[doc = "[crate::guide::deployment]: crate::guide::deployment"]
 #[doc = include_str!("../docs/rate-limiting.md")]
 pub mod rate_limiting {}
 

@@ -15,6 +15,7 @@
 //! - [`claims`]: claim paths and header-safe rendering of claim values.
 //! - [`headers`]: header names as upstreams read them (`_` as `-`).
 //! - [`grpc`]: rejections as gRPC statuses for gRPC clients.
+//! - [`reject`]: one hook that shapes every layer's refusals.
 //! - [`rate_limit`]: GCRA per key, a bounded in-memory store, and
 //!   [`RateLimitLayer`](rate_limit::RateLimitLayer) with IETF `RateLimit` headers.
 //! - [`propagate`]: request ids, W3C trace context, header propagation, hop-by-hop headers and
@@ -98,6 +99,7 @@ pub mod keys;
 pub mod policy;
 pub mod propagate;
 pub mod rate_limit;
+pub mod reject;
 #[cfg(feature = "metrics")]
 mod telemetry;
 pub mod token;

@@ -185,3 +185,62 @@ async fn redis_going_away_fails_as_configured_and_recovers() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn the_shared_store_path_refuses_through_the_rejection_hook() {
+    use portcullis::rate_limit::RateLimitUnavailable;
+    use portcullis::reject::{Refused, Rejection};
+
+    let hook = |rejection: &Rejection<'_>| {
+        let mut response = Response::new(format!(
+            "{} {} {:?}",
+            rejection.status().as_u16(),
+            rejection.reason(),
+            rejection.retry_after()
+        ));
+        *response.status_mut() = rejection.status();
+        response
+    };
+    let mut redis = RedisServer::start();
+    let layer = RateLimitLayer::new([global(
+        Quota::per_hour(n(1)),
+        RedisStore::connect(&redis.url()).await.unwrap(),
+    )])
+    .on_rejection(hook);
+    let call = || async {
+        layer
+            .layer(service_fn(|_: Request<String>| async {
+                Ok::<_, Infallible>(Response::new(String::new()))
+            }))
+            .oneshot(Request::new(String::new()))
+            .await
+            .unwrap()
+    };
+    assert_eq!(call().await.status(), StatusCode::OK);
+    let denied = call().await;
+    assert_eq!(denied.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        denied.body().starts_with("429 rate_limited Some("),
+        "{}",
+        denied.body()
+    );
+    assert!(denied.headers().contains_key("ratelimit"));
+
+    redis.stop();
+    let unavailable = call().await;
+    assert_eq!(unavailable.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(unavailable.body(), "503 rate_limit_store_unavailable None");
+    assert_eq!(
+        unavailable
+            .extensions()
+            .get::<Refused>()
+            .map(Refused::reason),
+        Some("rate_limit_store_unavailable")
+    );
+    assert!(
+        unavailable
+            .extensions()
+            .get::<RateLimitUnavailable>()
+            .is_some()
+    );
+}

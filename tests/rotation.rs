@@ -11,8 +11,9 @@ use std::time::Duration;
 use common::*;
 use http::{HeaderMap, Request, Response, StatusCode};
 use jsonwebtoken::Algorithm as Alg;
-use portcullis::jwt::{Issuer, JwtAuthLayer, JwtError, Rejection, Validator};
+use portcullis::jwt::{Issuer, JwtAuthLayer, JwtError, Validator};
 use portcullis::keys::{Key, KeySet, KeySource, KeysUnavailable};
+use portcullis::reject::Rejection;
 use serde_json::json;
 use tower::{Layer, ServiceExt, service_fn};
 
@@ -189,8 +190,7 @@ fn the_cache_is_bounded_and_shared_by_threads() {
 fn a_custom_rejection_and_the_error_in_extensions() {
     let layer =
         JwtAuthLayer::new(validator(clock(), 0)).on_rejection(|rejection: &Rejection<'_>| {
-            let mut response =
-                Response::new(format!("{{\"error\":\"{}\"}}", rejection.error().reason()));
+            let mut response = Response::new(format!("{{\"error\":\"{}\"}}", rejection.reason()));
             *response.status_mut() = rejection.status();
             response
         });

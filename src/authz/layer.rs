@@ -2,7 +2,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::header::WWW_AUTHENTICATE;
 use http::{HeaderValue, Request, Response, StatusCode};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -11,6 +10,7 @@ use super::path::PathError;
 use super::{Auth, Routes};
 use crate::error::ConfigError;
 use crate::jwt::{Identity, ResponseFuture};
+use crate::reject::{DefaultRejection, OnRejection, Refusal, respond};
 
 /// Why a request was refused by [`Authorize`]. The value goes into the response's extensions.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,9 +73,18 @@ impl AuthzError {
 /// assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 /// # })
 /// ```
-#[derive(Clone)]
-pub struct AuthorizeLayer {
+pub struct AuthorizeLayer<R = DefaultRejection> {
     config: Arc<Config>,
+    rejection: Arc<R>,
+}
+
+impl<R> Clone for AuthorizeLayer<R> {
+    fn clone(&self) -> Self {
+        Self {
+            config: Arc::clone(&self.config),
+            rejection: Arc::clone(&self.rejection),
+        }
+    }
 }
 
 struct Config {
@@ -84,7 +93,7 @@ struct Config {
     no_token: HeaderValue,
 }
 
-impl fmt::Debug for AuthorizeLayer {
+impl<R> fmt::Debug for AuthorizeLayer<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuthorizeLayer")
             .field("routes", &self.config.routes)
@@ -110,29 +119,51 @@ impl AuthorizeLayer {
                 realm: realm.into(),
                 no_token,
             }),
+            rejection: Arc::new(DefaultRejection),
         })
     }
 }
 
-impl<S> Layer<S> for AuthorizeLayer {
-    type Service = Authorize<S>;
+impl<R> AuthorizeLayer<R> {
+    /// Replaces the response built for refused requests (see [`reject`](crate::reject)).
+    pub fn on_rejection<R2>(self, rejection: R2) -> AuthorizeLayer<R2> {
+        AuthorizeLayer {
+            config: self.config,
+            rejection: Arc::new(rejection),
+        }
+    }
+}
+
+impl<S, R> Layer<S> for AuthorizeLayer<R> {
+    type Service = Authorize<S, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Authorize {
             inner,
             config: Arc::clone(&self.config),
+            rejection: Arc::clone(&self.rejection),
         }
     }
 }
 
 /// The service [`AuthorizeLayer`] wraps around an inner service.
-#[derive(Clone)]
-pub struct Authorize<S> {
+pub struct Authorize<S, R = DefaultRejection> {
     inner: S,
     config: Arc<Config>,
+    rejection: Arc<R>,
 }
 
-impl<S: fmt::Debug> fmt::Debug for Authorize<S> {
+impl<S: Clone, R> Clone for Authorize<S, R> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            config: Arc::clone(&self.config),
+            rejection: Arc::clone(&self.rejection),
+        }
+    }
+}
+
+impl<S: fmt::Debug, R> fmt::Debug for Authorize<S, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Authorize")
             .field("inner", &self.inner)
@@ -170,9 +201,12 @@ impl Config {
         }
     }
 
-    fn reject<B: Default>(&self, request: &Request<impl Sized>, error: AuthzError) -> Response<B> {
-        let mut response = Response::new(B::default());
-        *response.status_mut() = error.status();
+    fn reject<B: Default, R: OnRejection<B>>(
+        &self,
+        hook: &R,
+        request: &Request<impl Sized>,
+        error: AuthzError,
+    ) -> Response<B> {
         let challenge = match &error {
             AuthzError::Unauthenticated => Some(self.no_token.clone()),
             AuthzError::InsufficientScope { .. } => {
@@ -193,17 +227,17 @@ impl Config {
             }
             AuthzError::BadPath(_) => None,
         };
-        if let Some(challenge) = challenge {
-            response.headers_mut().insert(WWW_AUTHENTICATE, challenge);
-        }
-        response.extensions_mut().insert(error);
-        response
+        let refusal = Refusal::new(error.status(), error.reason())
+            .challenge(challenge.as_ref())
+            .grpc(request.headers());
+        respond(hook, refusal, error)
     }
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Authorize<S>
+impl<S, R, ReqBody, ResBody> Service<Request<ReqBody>> for Authorize<S, R>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    R: OnRejection<ResBody>,
     ResBody: Default,
 {
     type Response = Response<ResBody>;
@@ -218,9 +252,7 @@ where
         match self.config.decide(&mut request) {
             Ok(()) => ResponseFuture::inner(self.inner.call(request)),
             Err(error) => {
-                let rejection = self.config.reject(&request, error);
-                let grpc = crate::grpc::is_grpc(request.headers());
-                ResponseFuture::rejected(crate::grpc::when_grpc(grpc, rejection))
+                ResponseFuture::rejected(self.config.reject(&*self.rejection, &request, error))
             }
         }
     }

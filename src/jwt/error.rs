@@ -1,7 +1,6 @@
 use std::fmt;
 
-use http::header::WWW_AUTHENTICATE;
-use http::{HeaderValue, Response, StatusCode};
+use http::{HeaderValue, StatusCode};
 
 use crate::crypto::Algorithm;
 use crate::error::ConfigError;
@@ -223,67 +222,6 @@ impl Challenges {
             ChallengeKind::InvalidRequest => Some(&self.invalid_request),
             ChallengeKind::None => None,
         }
-    }
-}
-
-/// A refused request, as handed to an [`OnRejection`].
-#[derive(Debug, Clone, Copy)]
-pub struct Rejection<'a> {
-    pub(crate) error: &'a JwtError,
-    pub(crate) status: StatusCode,
-    pub(crate) www_authenticate: Option<&'a HeaderValue>,
-}
-
-impl<'a> Rejection<'a> {
-    /// Why the request was refused.
-    pub fn error(&self) -> &'a JwtError {
-        self.error
-    }
-
-    /// The status the default rejection answers with.
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
-
-    /// The RFC 6750 `WWW-Authenticate` value, where the status calls for one.
-    pub fn www_authenticate(&self) -> Option<&'a HeaderValue> {
-        self.www_authenticate
-    }
-}
-
-/// Builds the response for a refused request.
-///
-/// Implemented for closures `Fn(&Rejection<'_>) -> Response<B>`. Whatever it returns, the layer
-/// then puts the [`JwtError`] in the response's extensions.
-pub trait OnRejection<B>: Send + Sync + 'static {
-    /// The response to send.
-    fn rejection(&self, rejection: &Rejection<'_>) -> Response<B>;
-}
-
-impl<B, F> OnRejection<B> for F
-where
-    F: Fn(&Rejection<'_>) -> Response<B> + Send + Sync + 'static,
-{
-    fn rejection(&self, rejection: &Rejection<'_>) -> Response<B> {
-        self(rejection)
-    }
-}
-
-/// The default rejection: the status, the `WWW-Authenticate` challenge, an empty body. Works
-/// with any body type that has a `Default` (axum's `Body`, `Full`, `Empty`, `String`, …).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct DefaultRejection;
-
-impl<B: Default> OnRejection<B> for DefaultRejection {
-    fn rejection(&self, rejection: &Rejection<'_>) -> Response<B> {
-        let mut response = Response::new(B::default());
-        *response.status_mut() = rejection.status();
-        if let Some(challenge) = rejection.www_authenticate() {
-            response
-                .headers_mut()
-                .insert(WWW_AUTHENTICATE, challenge.clone());
-        }
-        response
     }
 }
 

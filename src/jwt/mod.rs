@@ -51,7 +51,7 @@ mod validator;
 #[cfg(feature = "axum")]
 pub use self::axum::{Authenticated, Claims, ClaimsRejection, MissingIdentity};
 pub(crate) use error::check_realm;
-pub use error::{ChallengeKind, DefaultRejection, JwtError, OnRejection, Rejection};
+pub use error::{ChallengeKind, JwtError};
 pub use future::ResponseFuture;
 pub(crate) use identity::Derived;
 pub use identity::Identity;

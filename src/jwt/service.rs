@@ -6,13 +6,13 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use super::JwtError;
-use super::error::{OnRejection, Rejection};
 use super::future::ResponseFuture;
 use super::layer::{Config, authenticate};
 use crate::authz::Auth;
+use crate::reject::{OnRejection, Refusal, respond};
 
 /// The service [`JwtAuthLayer`](super::JwtAuthLayer) wraps around an inner service.
-pub struct JwtAuth<S, R = super::DefaultRejection> {
+pub struct JwtAuth<S, R = crate::reject::DefaultRejection> {
     inner: S,
     config: Arc<Config<R>>,
 }
@@ -48,18 +48,15 @@ impl<S: fmt::Debug, R> fmt::Debug for JwtAuth<S, R> {
 }
 
 impl<S, R> JwtAuth<S, R> {
-    fn reject<B>(&self, error: JwtError) -> Response<B>
+    fn reject<B: Default>(&self, request: &http::HeaderMap, error: JwtError) -> Response<B>
     where
         R: OnRejection<B>,
     {
         let (status, challenge) = error.response_kind();
-        let mut response = self.config.rejection.rejection(&Rejection {
-            error: &error,
-            status,
-            www_authenticate: self.config.challenges.get(challenge),
-        });
-        response.extensions_mut().insert(error);
-        response
+        let refusal = Refusal::new(status, error.reason())
+            .challenge(self.config.challenges.get(challenge))
+            .grpc(request);
+        respond(&self.config.rejection, refusal, error)
     }
 }
 
@@ -67,6 +64,7 @@ impl<S, R, ReqBody, ResBody> Service<Request<ReqBody>> for JwtAuth<S, R>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     R: OnRejection<ResBody>,
+    ResBody: Default,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
@@ -90,9 +88,9 @@ where
                 .map(|(route, preflight)| (route.map(|(_, route)| route), preflight))
             {
                 Err(error) => {
-                    let grpc = crate::grpc::is_grpc(req.headers());
-                    let rejection = self.reject(JwtError::BadPath(error));
-                    return ResponseFuture::rejected(crate::grpc::when_grpc(grpc, rejection));
+                    return ResponseFuture::rejected(
+                        self.reject(req.headers(), JwtError::BadPath(error)),
+                    );
                 }
                 Ok((route, true)) => {
                     pattern = route.map(|r| r.pattern_text());
@@ -126,10 +124,7 @@ where
                 }
                 ResponseFuture::inner(self.inner.call(req))
             }
-            Err(error) => {
-                let grpc = crate::grpc::is_grpc(req.headers());
-                ResponseFuture::rejected(crate::grpc::when_grpc(grpc, self.reject(error)))
-            }
+            Err(error) => ResponseFuture::rejected(self.reject(req.headers(), error)),
         }
     }
 }

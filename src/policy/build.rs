@@ -16,6 +16,7 @@ use crate::jwt::{Issuer, JwtAuth, JwtAuthLayer, Validator};
 use crate::keys::KeySet;
 use crate::propagate::{Propagate, PropagateLayer, TrustIncoming};
 use crate::rate_limit::{IpNet, Limit, RateLimit, RateLimitLayer, Scope};
+use crate::reject::DefaultRejection;
 
 /// The options of an issuer's remote key set: its start-up choice.
 #[cfg(feature = "jwks")]
@@ -391,20 +392,23 @@ pub(crate) fn resolve(
 
 /// The whole stack a policy describes, as one layer: propagate, authenticate, authorize, map
 /// claims, rate limit, in that order. Cheap to clone.
+///
+/// Its refusals are shaped by one hook, [`on_rejection`](Self::on_rejection), as for each layer
+/// alone (see [`reject`](crate::reject)).
 #[derive(Clone)]
-pub struct PolicyLayer {
+pub struct PolicyLayer<R = DefaultRejection> {
     propagate: PropagateLayer,
-    jwt: JwtAuthLayer,
-    authorize: AuthorizeLayer,
+    jwt: JwtAuthLayer<R>,
+    authorize: AuthorizeLayer<R>,
     mapping: MapClaimsLayer,
-    rate_limit: RateLimitLayer,
+    rate_limit: RateLimitLayer<R>,
     /// What was built from, to reuse what did not change.
     from: Arc<PolicyFile>,
     validator: Validator,
-    limits: Vec<Limit>,
+    limits: Arc<[Limit]>,
 }
 
-impl fmt::Debug for PolicyLayer {
+impl<R> fmt::Debug for PolicyLayer<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PolicyLayer")
             .field("propagate", &self.propagate)
@@ -413,7 +417,23 @@ impl fmt::Debug for PolicyLayer {
     }
 }
 
-impl PolicyLayer {
+impl<R> PolicyLayer<R> {
+    /// Replaces the response built for every refusal of the stack: authentication's 401 and
+    /// 400, authorization's 403 and 401, the rate limit's 429 and 503 (see
+    /// [`reject`](crate::reject)).
+    pub fn on_rejection<R2: Clone>(self, rejection: R2) -> PolicyLayer<R2> {
+        PolicyLayer {
+            propagate: self.propagate,
+            jwt: self.jwt.on_rejection(rejection.clone()),
+            authorize: self.authorize.on_rejection(rejection.clone()),
+            mapping: self.mapping,
+            rate_limit: self.rate_limit.on_rejection(rejection),
+            from: self.from,
+            validator: self.validator,
+            limits: self.limits,
+        }
+    }
+
     /// The validator (for its verified-token cache and statistics).
     pub fn validator(&self) -> &Validator {
         &self.validator
@@ -437,8 +457,8 @@ impl PolicyLayer {
     }
 }
 
-impl<S> Layer<S> for PolicyLayer {
-    type Service = Propagate<JwtAuth<Authorize<MapClaims<RateLimit<S>>>>>;
+impl<S, R: Clone> Layer<S> for PolicyLayer<R> {
+    type Service = Propagate<JwtAuth<Authorize<MapClaims<RateLimit<S, R>>, R>, R>>;
 
     fn layer(&self, inner: S) -> Self::Service {
         self.propagate.layer(
@@ -574,6 +594,7 @@ pub(crate) async fn build(
         .sources(sources)
         .routes(routes.clone());
     let rate_limit = RateLimitLayer::new(limits.clone()).routes(routes.clone());
+    let limits = limits.into();
     Ok(PolicyLayer {
         propagate: resolved.propagate.clone(),
         jwt,

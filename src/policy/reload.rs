@@ -13,6 +13,12 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::{Policy, PolicyError, PolicyLayer};
+use crate::authz::Authorize;
+use crate::claims::MapClaims;
+use crate::jwt::JwtAuth;
+use crate::propagate::Propagate;
+use crate::rate_limit::RateLimit;
+use crate::reject::DefaultRejection;
 
 struct Current {
     generation: u64,
@@ -184,6 +190,7 @@ impl PolicyHandle {
     pub fn layer(&self) -> ReloadLayer {
         ReloadLayer {
             handle: self.clone(),
+            rejection: DefaultRejection,
         }
     }
 }
@@ -196,36 +203,66 @@ fn read(path: &Path) -> Result<String, PolicyError> {
 }
 
 /// Wraps a service in the current policy's stack; see [`PolicyHandle::layer`].
-#[derive(Clone, Debug)]
-pub struct ReloadLayer {
+#[derive(Clone)]
+pub struct ReloadLayer<R = DefaultRejection> {
     handle: PolicyHandle,
+    rejection: R,
 }
 
-impl<S: Clone> Layer<S> for ReloadLayer {
-    type Service = Reloading<S>;
+impl<R> fmt::Debug for ReloadLayer<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReloadLayer")
+            .field("handle", &self.handle)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R> ReloadLayer<R> {
+    /// Replaces the response built for every refusal of every policy served (see
+    /// [`PolicyLayer::on_rejection`]).
+    pub fn on_rejection<R2: Clone>(self, rejection: R2) -> ReloadLayer<R2> {
+        ReloadLayer {
+            handle: self.handle,
+            rejection,
+        }
+    }
+}
+
+impl<S: Clone, R: Clone> Layer<S> for ReloadLayer<R> {
+    type Service = Reloading<S, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
         let current = self.handle.shared.current.load_full();
         Reloading {
-            stack: current.layer.layer(inner.clone()),
+            stack: stack(&current.layer, &self.rejection, inner.clone()),
             generation: current.generation,
             inner,
             handle: self.handle.clone(),
+            rejection: self.rejection.clone(),
         }
     }
+}
+
+/// The policy stack around `S` (`<PolicyLayer<R> as Layer<S>>::Service`).
+type Stack<S, R> = Propagate<JwtAuth<Authorize<MapClaims<RateLimit<S, R>>, R>, R>>;
+
+/// `layer`'s stack around `inner`, refusing through `rejection`.
+fn stack<S, R: Clone>(layer: &PolicyLayer, rejection: &R, inner: S) -> Stack<S, R> {
+    layer.clone().on_rejection(rejection.clone()).layer(inner)
 }
 
 /// A service under the current policy: when a new policy is served, the next `poll_ready`
 /// rebuilds the stack around a clone of the inner service (the layers are `Arc`s: no request
 /// pays for more than a generation check).
-pub struct Reloading<S> {
+pub struct Reloading<S, R = DefaultRejection> {
     inner: S,
-    stack: <PolicyLayer as Layer<S>>::Service,
+    stack: Stack<S, R>,
     generation: u64,
     handle: PolicyHandle,
+    rejection: R,
 }
 
-impl<S: Clone> Clone for Reloading<S> {
+impl<S: Clone, R: Clone> Clone for Reloading<S, R> {
     /// A copy of the stack as it is; `poll_ready` moves it to a newer policy if there is one.
     fn clone(&self) -> Self {
         Self {
@@ -233,11 +270,12 @@ impl<S: Clone> Clone for Reloading<S> {
             generation: self.generation,
             inner: self.inner.clone(),
             handle: self.handle.clone(),
+            rejection: self.rejection.clone(),
         }
     }
 }
 
-impl<S> fmt::Debug for Reloading<S> {
+impl<S, R> fmt::Debug for Reloading<S, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Reloading")
             .field("generation", &self.generation)
@@ -245,20 +283,22 @@ impl<S> fmt::Debug for Reloading<S> {
     }
 }
 
-impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for Reloading<S>
+impl<S, R, ReqBody, ResBody> Service<http::Request<ReqBody>> for Reloading<S, R>
 where
     S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Clone,
-    <PolicyLayer as Layer<S>>::Service:
+    R: Clone,
+    <PolicyLayer<R> as Layer<S>>::Service:
         Service<http::Request<ReqBody>, Response = http::Response<ResBody>, Error = S::Error>,
 {
     type Response = http::Response<ResBody>;
     type Error = S::Error;
-    type Future = <<PolicyLayer as Layer<S>>::Service as Service<http::Request<ReqBody>>>::Future;
+    type Future =
+        <<PolicyLayer<R> as Layer<S>>::Service as Service<http::Request<ReqBody>>>::Future;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         let current = self.handle.shared.current.load();
         if current.generation != self.generation {
-            self.stack = current.layer.layer(self.inner.clone());
+            self.stack = stack(&current.layer, &self.rejection, self.inner.clone());
             self.generation = current.generation;
         }
         self.stack.poll_ready(cx)

@@ -6,9 +6,7 @@ use http::HeaderValue;
 
 use super::context::TraceContext;
 use super::scope::Decisions;
-use crate::authz::AuthzError;
-use crate::jwt::JwtError;
-use crate::rate_limit::{RateLimitUnavailable, RateLimited};
+use crate::reject::Refused;
 
 /// The `tracing` target of audit events.
 pub const AUDIT_TARGET: &str = "portcullis::audit";
@@ -44,20 +42,12 @@ impl Outcome {
         }
     }
 
-    /// The outcome a response says: the rejection each layer puts in its response's extensions
-    /// ([`JwtError`], [`AuthzError`], [`RateLimited`], [`RateLimitUnavailable`]), else allowed.
+    /// The outcome a response says: the [`Refused`] record every layer leaves in the
+    /// extensions of a response it refused, else allowed.
     pub fn of_response<B>(response: &Response<B>) -> Self {
-        let extensions = response.extensions();
-        if let Some(error) = extensions.get::<JwtError>() {
-            Outcome::Rejected(error.reason())
-        } else if let Some(error) = extensions.get::<AuthzError>() {
-            Outcome::Rejected(error.reason())
-        } else if extensions.get::<RateLimited>().is_some() {
-            Outcome::Rejected("rate_limited")
-        } else if extensions.get::<RateLimitUnavailable>().is_some() {
-            Outcome::Rejected("rate_limit_store_unavailable")
-        } else {
-            Outcome::Allowed
+        match response.extensions().get::<Refused>() {
+            Some(refused) => Outcome::Rejected(refused.reason()),
+            None => Outcome::Allowed,
         }
     }
 }

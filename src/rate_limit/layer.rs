@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
-use http::header::RETRY_AFTER;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use serde_json::Value;
@@ -19,6 +18,12 @@ use crate::authz::Routes;
 use crate::claims::ClaimPath;
 use crate::clock::{Clock, MonotonicClock};
 use crate::error::ConfigError;
+use crate::reject::{DefaultRejection, OnRejection, Refusal, respond};
+
+/// The reason code of a 429.
+pub(crate) const RATE_LIMITED: &str = "rate_limited";
+/// The reason code of a 503 from a limit store that fails closed.
+pub(crate) const RATE_LIMIT_STORE_UNAVAILABLE: &str = "rate_limit_store_unavailable";
 
 /// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers).
 pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -248,9 +253,18 @@ pub struct RateLimitUnavailable;
 /// let layer = RateLimitLayer::new([per_subject]);
 /// # let _ = layer;
 /// ```
-#[derive(Clone)]
-pub struct RateLimitLayer {
+pub struct RateLimitLayer<R = DefaultRejection> {
     config: Arc<Config>,
+    rejection: Arc<R>,
+}
+
+impl<R> Clone for RateLimitLayer<R> {
+    fn clone(&self) -> Self {
+        Self {
+            config: Arc::clone(&self.config),
+            rejection: Arc::clone(&self.rejection),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -265,7 +279,7 @@ struct Config {
     shadow_denied: Arc<AtomicU64>,
 }
 
-impl fmt::Debug for RateLimitLayer {
+impl<R> fmt::Debug for RateLimitLayer<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimitLayer")
             .field("limits", &self.config.limits)
@@ -290,6 +304,18 @@ impl RateLimitLayer {
                 cost: None,
                 shadow_denied: Arc::default(),
             }),
+            rejection: Arc::new(DefaultRejection),
+        }
+    }
+}
+
+impl<R> RateLimitLayer<R> {
+    /// Replaces the response built for refused requests, the 429 and the 503 (see
+    /// [`reject`](crate::reject)). The `RateLimit` fields are added to whatever it returns.
+    pub fn on_rejection<R2>(self, rejection: R2) -> RateLimitLayer<R2> {
+        RateLimitLayer {
+            config: self.config,
+            rejection: Arc::new(rejection),
         }
     }
 
@@ -477,23 +503,26 @@ impl Config {
     }
 
     /// The 429 for a denial, or `None` in shadow mode (which counts it).
-    fn rejection<B: Default>(&self, denied: Option<Outcome>) -> Option<Response<B>> {
+    fn rejection<B: Default, R: OnRejection<B> + ?Sized>(
+        &self,
+        hook: &R,
+        request: &http::HeaderMap,
+        denied: Option<Outcome>,
+    ) -> Option<Response<B>> {
         let outcome = denied?;
         if self.shadow {
             self.shadow_denied.fetch_add(1, Ordering::Relaxed);
             return None;
         }
         let retry_after = outcome.decision.retry_after_secs();
-        let mut response = Response::new(B::default());
-        *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-        response
-            .headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from(retry_after));
-        response.extensions_mut().insert(RateLimited {
+        let refusal = Refusal::new(StatusCode::TOO_MANY_REQUESTS, RATE_LIMITED)
+            .retry_after(retry_after)
+            .grpc(request);
+        let error = RateLimited {
             limit: self.limits[outcome.limit].name.clone(),
             retry_after,
-        });
-        Some(response)
+        };
+        Some(respond(hook, refusal, error))
     }
 
     fn rate_limit_value(&self, outcome: &Outcome) -> Option<HeaderValue> {
@@ -541,25 +570,36 @@ fn decimal(buf: &mut [u8; 20], mut n: u64) -> &[u8] {
     }
 }
 
-impl<S> Layer<S> for RateLimitLayer {
-    type Service = RateLimit<S>;
+impl<S, R> Layer<S> for RateLimitLayer<R> {
+    type Service = RateLimit<S, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
         RateLimit {
             inner,
             config: Arc::clone(&self.config),
+            rejection: Arc::clone(&self.rejection),
         }
     }
 }
 
 /// The service [`RateLimitLayer`] wraps around an inner service.
-#[derive(Clone)]
-pub struct RateLimit<S> {
+pub struct RateLimit<S, R = DefaultRejection> {
     inner: S,
     config: Arc<Config>,
+    rejection: Arc<R>,
 }
 
-impl<S: fmt::Debug> fmt::Debug for RateLimit<S> {
+impl<S: Clone, R> Clone for RateLimit<S, R> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            config: Arc::clone(&self.config),
+            rejection: Arc::clone(&self.rejection),
+        }
+    }
+}
+
+impl<S: fmt::Debug, R> fmt::Debug for RateLimit<S, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimit")
             .field("inner", &self.inner)
@@ -574,12 +614,12 @@ type Checked = Option<([Option<Outcome>; REPORTED], Option<Outcome>)>;
 pin_project! {
     /// The response future of [`RateLimit`]: the checks (only with a shared store), then the
     /// inner service's response with the rate-limit headers added, or the 429 (or 503).
-    pub struct ResponseFuture<S, ReqBody, ResBody>
+    pub struct ResponseFuture<S, ReqBody, ResBody, R = DefaultRejection>
     where
         S: Service<Request<ReqBody>>,
     {
         #[pin]
-        state: State<S, ReqBody, ResBody>,
+        state: State<S, ReqBody, ResBody, R>,
         config: Arc<Config>,
         outcomes: [Option<Outcome>; REPORTED],
     }
@@ -587,7 +627,7 @@ pin_project! {
 
 pin_project! {
     #[project = StateProj]
-    enum State<S, ReqBody, ResBody>
+    enum State<S, ReqBody, ResBody, R>
     where
         S: Service<Request<ReqBody>>,
     {
@@ -595,13 +635,14 @@ pin_project! {
             check: Pin<Box<dyn Future<Output = Checked> + Send>>,
             request: Option<Request<ReqBody>>,
             inner: Option<S>,
+            rejection: Arc<R>,
         },
         Inner { #[pin] future: S::Future },
         Done { response: Option<Response<ResBody>> },
     }
 }
 
-impl<S, ReqBody, ResBody> fmt::Debug for ResponseFuture<S, ReqBody, ResBody>
+impl<S, ReqBody, ResBody, R> fmt::Debug for ResponseFuture<S, ReqBody, ResBody, R>
 where
     S: Service<Request<ReqBody>>,
 {
@@ -610,9 +651,10 @@ where
     }
 }
 
-impl<S, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody, ResBody>
+impl<S, ReqBody, ResBody, R> Future for ResponseFuture<S, ReqBody, ResBody, R>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    R: OnRejection<ResBody>,
     ResBody: Default,
 {
     type Output = Result<Response<ResBody>, S::Error>;
@@ -625,41 +667,40 @@ where
                     check,
                     request,
                     inner,
+                    rejection,
                 } => {
                     let Poll::Ready(checked) = check.as_mut().poll(cx) else {
                         return Poll::Pending;
                     };
-                    let grpc = request
-                        .as_ref()
-                        .is_some_and(|r| crate::grpc::is_grpc(r.headers()));
-                    let next = match checked {
+                    let headers = request.as_ref().expect("polled after completion").headers();
+                    let refused = match checked {
                         None => {
-                            let mut unavailable = Response::new(ResBody::default());
-                            *unavailable.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-                            unavailable.extensions_mut().insert(RateLimitUnavailable);
-                            State::Done {
-                                response: Some(crate::grpc::when_grpc(grpc, unavailable)),
-                            }
+                            let refusal = Refusal::new(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                RATE_LIMIT_STORE_UNAVAILABLE,
+                            )
+                            .grpc(headers);
+                            Some(respond(&**rejection, refusal, RateLimitUnavailable))
                         }
                         Some((outcomes, denied)) => {
                             *this.outcomes = outcomes;
                             #[cfg(feature = "metrics")]
                             this.config.count(&outcomes, denied.as_ref());
-                            match this.config.rejection(denied) {
-                                Some(response) => State::Done {
-                                    response: Some(crate::grpc::when_grpc(grpc, response)),
-                                },
-                                None => {
-                                    let (Some(mut inner), Some(request)) =
-                                        (inner.take(), request.take())
-                                    else {
-                                        panic!("polled after completion");
-                                    };
-                                    crate::propagate::mark_decided();
-                                    State::Inner {
-                                        future: inner.call(request),
-                                    }
-                                }
+                            this.config.rejection(&**rejection, headers, denied)
+                        }
+                    };
+                    let next = match refused {
+                        Some(response) => State::Done {
+                            response: Some(response),
+                        },
+                        None => {
+                            let (Some(mut inner), Some(request)) = (inner.take(), request.take())
+                            else {
+                                panic!("polled after completion");
+                            };
+                            crate::propagate::mark_decided();
+                            State::Inner {
+                                future: inner.call(request),
                             }
                         }
                     };
@@ -795,14 +836,15 @@ impl Config {
     }
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S>
+impl<S, R, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S, R>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    R: OnRejection<ResBody>,
     ResBody: Default,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<S, ReqBody, ResBody>;
+    type Future = ResponseFuture<S, ReqBody, ResBody, R>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -821,6 +863,7 @@ where
                     check,
                     request: Some(request),
                     inner: Some(inner),
+                    rejection: Arc::clone(&self.rejection),
                 },
                 config,
                 outcomes: [None; REPORTED],
@@ -830,12 +873,9 @@ where
         let denied = config.decide(&request, &mut outcomes);
         #[cfg(feature = "metrics")]
         config.count(&outcomes, denied.as_ref());
-        let state = match config.rejection(denied) {
+        let state = match config.rejection(&*self.rejection, request.headers(), denied) {
             Some(response) => State::Done {
-                response: Some(crate::grpc::when_grpc(
-                    crate::grpc::is_grpc(request.headers()),
-                    response,
-                )),
+                response: Some(response),
             },
             None => State::Inner {
                 future: self.inner.call(request),
