@@ -444,6 +444,122 @@ mod propagate {
     }
 }
 
+/// The whole stack over populations of distinct tokens larger and smaller than the
+/// verified-token cache (its default 64 MiB budget), each request carrying the next token in
+/// turn: the worst order for any recency-based cache. HS256 tokens keep the set-up of a million
+/// of them short; a miss then costs an HMAC where an RS256 token would cost an RSA verify.
+/// After each run the cache's entries, bytes and hit ratio go to stderr.
+mod population {
+    use super::*;
+    use std::convert::Infallible;
+
+    use criterion::BenchmarkId;
+    use http::{HeaderValue, Request, Response};
+    use portcullis::authz::{AuthorizeLayer, Route, Routes};
+    use portcullis::claims::MapClaimsLayer;
+    use portcullis::propagate::PropagateLayer;
+    use portcullis::rate_limit::{Limit, Quota, RateLimitLayer};
+    use tower_layer::Layer;
+    use tower_service::Service;
+
+    /// `Bearer` and an HS256 token for subject `i`, minted by hand (fast).
+    fn bearer(key: &hmac::Key, i: usize) -> HeaderValue {
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","kid":"h"}"#);
+        let claims = serde_json::json!({"iss": ISS, "aud": "api", "sub": format!("user-{i:07}"),
+            "iat": NOW, "exp": NOW + 3600, "scope": "read:orders write:orders",
+            "org": {"id": "acme"}});
+        let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+        let input = format!("{header}.{payload}");
+        let signature = URL_SAFE_NO_PAD.encode(hmac::sign(key, input.as_bytes()));
+        HeaderValue::from_str(&format!("Bearer {input}.{signature}")).unwrap()
+    }
+
+    fn serve<S>(service: &mut S, bearer: &HeaderValue)
+    where
+        S: Service<Request<()>, Response = Response<()>, Error = Infallible>,
+    {
+        let mut request = Request::get("/orders/42").body(()).unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", bearer.clone());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let future = std::pin::pin!(service.call(request));
+        match future.poll(&mut cx) {
+            std::task::Poll::Ready(Ok(response)) => assert_eq!(response.status(), 200),
+            _ => unreachable!("ready at once"),
+        }
+    }
+
+    pub(super) fn bench(c: &mut Criterion) {
+        // `cargo bench -- --test` runs each bench once: keep its set-up small.
+        let smoke = std::env::args().any(|a| a == "--test");
+        let key = hmac::Key::new(hmac::HMAC_SHA256, SECRET);
+        let mut group = c.benchmark_group("population");
+        for population in [1_000usize, 100_000, 1_000_000] {
+            let population = if smoke {
+                population.min(1_000)
+            } else {
+                population
+            };
+            let validator = Validator::builder()
+                .issuer(
+                    Issuer::new(ISS, KeySet::new([Key::hmac(SECRET).unwrap().with_kid("h")]))
+                        .audiences(["api"]),
+                )
+                .clock(ManualClock::new(Duration::from_secs(NOW)))
+                .build()
+                .unwrap();
+            let routes = Routes::new([Route::new("/orders/**")
+                .unwrap()
+                .scopes_all(["read:orders"])]);
+            let limit = Limit::new(
+                "per-user",
+                "claim:sub".parse().unwrap(),
+                Quota::per_second(std::num::NonZeroU32::new(1_000_000_000).unwrap()),
+            )
+            .unwrap();
+            let mut stack = PropagateLayer::new().layer(
+                JwtAuthLayer::new(validator.clone())
+                    .routes(routes.clone())
+                    .layer(AuthorizeLayer::new(routes).layer(
+                        MapClaimsLayer::new([("x-user-id", "sub")]).unwrap().layer(
+                            RateLimitLayer::new([limit]).layer(tower::service_fn(
+                                |_: Request<()>| {
+                                    std::future::ready(Ok::<_, Infallible>(Response::new(())))
+                                },
+                            )),
+                        ),
+                    )),
+            );
+            let bearers: Vec<HeaderValue> = (0..population).map(|i| bearer(&key, i)).collect();
+            for bearer in &bearers {
+                serve(&mut stack, bearer);
+            }
+            let warm = validator.cache_stats();
+            let mut next = 0;
+            group.bench_function(BenchmarkId::new("stack", population), |b| {
+                b.iter(|| {
+                    next = (next + 1) % population;
+                    serve(&mut stack, &bearers[next]);
+                })
+            });
+            let stats = validator.cache_stats();
+            let (hits, misses) = (stats.hits - warm.hits, stats.misses - warm.misses);
+            eprintln!(
+                "population/{population}: cache {} entries, {} bytes ({} per entry) of a {} budget; \
+                 hit ratio while measured {:.3}; {} evictions",
+                stats.entries,
+                stats.bytes,
+                stats.bytes / stats.entries.max(1),
+                stats.budget,
+                hits as f64 / (hits + misses).max(1) as f64,
+                stats.evictions
+            );
+        }
+        group.finish();
+    }
+}
+
 #[cfg(feature = "redis")]
 #[path = "../tests/common/redis_server.rs"]
 #[allow(unreachable_pub, dead_code)]
@@ -509,7 +625,7 @@ mod redis {
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
-    targets = verify::bench, cache::bench, authz::bench, claims::bench, rate_limit::bench, propagate::bench
+    targets = verify::bench, cache::bench, authz::bench, claims::bench, rate_limit::bench, propagate::bench, population::bench
 }
 
 #[cfg(feature = "redis")]

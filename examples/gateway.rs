@@ -184,7 +184,10 @@ impl Proxy {
         };
         match request.uri().path() {
             "/health" => return Response::new(full("ok")),
-            "/metrics" => return Response::new(full(self.metrics.render())),
+            "/metrics" => {
+                self.handle.current().validator().cache_stats().record();
+                return Response::new(full(self.metrics.render()));
+            }
             "/.well-known/portcullis/jwks.json" => {
                 return match self.handle.current().assertion_jwks() {
                     Some(jwks) => json_response(StatusCode::OK, jwks),

@@ -273,6 +273,12 @@ async fn demo_mode_answers_as_printed_and_stops_on_sigterm() {
         r#"portcullis_rate_limit_total{limit="default",result="denied"}"#,
         "# TYPE portcullis_decision_seconds histogram",
         r#"portcullis_decision_seconds_bucket{le="0.001"}"#,
+        "portcullis_token_cache_entries ",
+        "portcullis_token_cache_hits_total ",
+        "portcullis_token_cache_misses_total ",
+        "portcullis_token_cache_evictions_total ",
+        "portcullis_token_cache_bytes ",
+        "portcullis_token_cache_budget_bytes 67108864",
     ] {
         assert!(metrics.contains(line), "{line} in\n{metrics}");
     }

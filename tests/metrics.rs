@@ -46,7 +46,8 @@ async fn counters_and_histogram_reach_the_recorder() {
         Quota::per_hour(n(60)).burst(n(1)),
     )
     .unwrap();
-    let stack = PropagateLayer::new().layer(JwtAuthLayer::new(validator(clock(), 100)).layer(
+    let validator = validator(clock(), 100);
+    let stack = PropagateLayer::new().layer(JwtAuthLayer::new(validator.clone()).layer(
         RateLimitLayer::new([limit]).layer(RateLimitLayer::new([shadow]).shadow(true).layer(
             service_fn(|_: Request<String>| async {
                 Ok::<_, Infallible>(Response::new(String::new()))
@@ -72,9 +73,28 @@ async fn counters_and_histogram_reach_the_recorder() {
         StatusCode::UNAUTHORIZED
     );
 
+    // The token cache's figures: ada's token verified once (a miss), then read from the
+    // cache (a hit); `a.b.c` was looked up, not found and verified (a miss), and refused.
+    let stats = validator.cache_stats();
+    assert_eq!(
+        (stats.entries, stats.hits, stats.misses),
+        (1, 1, 2),
+        "{stats:?}"
+    );
+    stats.record();
+
     let text = handle.render();
     let count =
         |prefix: &str| sample(&text, prefix).unwrap_or_else(|| panic!("no {prefix} in\n{text}"));
+    assert_eq!(count("portcullis_token_cache_entries"), 1.0);
+    assert_eq!(count("portcullis_token_cache_hits_total"), 1.0);
+    assert_eq!(count("portcullis_token_cache_misses_total"), 2.0);
+    assert_eq!(count("portcullis_token_cache_evictions_total"), 0.0);
+    assert_eq!(count("portcullis_token_cache_bytes"), stats.bytes as f64);
+    assert_eq!(
+        count("portcullis_token_cache_budget_bytes"),
+        portcullis::jwt::DEFAULT_CACHE_BUDGET as f64
+    );
     assert_eq!(
         count(r#"portcullis_decisions_total{outcome="allowed",reason="none"}"#),
         1.0

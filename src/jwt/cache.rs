@@ -1,23 +1,43 @@
-//! The verified-token cache: exact token bytes → `Arc<Identity>`.
+//! The verified-token cache: exact token bytes → `Arc<Identity>`, sized by memory.
 //!
 //! Sharded `hashbrown` tables behind read-write locks, found by a per-process keyed foldhash
 //! and confirmed by an exact byte compare. An entry is served only while the clock is before
-//! its token's `exp` (plus leeway) and while the key that verified it is not retired. Each
-//! shard holds a bounded number of entries; a full shard first drops expired and retired
-//! entries, then entries not read since the last sweep (second chance), then the one nearest
-//! expiry.
+//! its token's `exp` (plus leeway) and while the key that verified it is not retired.
+//!
+//! Each entry is charged what it holds ([`entry_cost`]: the token bytes, the identity and its
+//! claims, an allowance for what the claims layer derives later, the table slot), and each
+//! shard keeps its charges under its share of the budget. Making room is a CLOCK sweep: a hand
+//! walks the table's buckets, drops expired and retired entries, gives entries read since its
+//! last pass a second chance, and drops the first that was not read. It looks at a bounded
+//! number of entries per eviction, so a flood of distinct valid tokens costs each insert a
+//! bounded amount of work, and entries that are read keep their place.
 
 use std::fmt;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::mem::size_of;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use hashbrown::HashTable;
+use serde_json::Value;
 
 use super::Identity;
 use crate::keys::Key;
 
 const SHARDS: usize = 16;
+
+/// The most entries one eviction looks at before it drops the one under the hand, read or not.
+const MAX_SCAN: usize = 16;
+
+/// The most buckets one eviction steps over (empty ones included).
+const MAX_PROBES: usize = 4 * 1024;
+
+/// What an entry is charged for values the claims layer derives from its identity later
+/// (header values, a signed assertion), which do not exist yet when it is inserted.
+const DERIVED_ALLOWANCE: usize = 768;
+
+/// Per heap block: what the allocator keeps beside each allocation, on average.
+const BLOCK_OVERHEAD: usize = 16;
 
 struct Entry {
     hash: u64,
@@ -25,53 +45,198 @@ struct Entry {
     identity: Arc<Identity>,
     key: Arc<Key>,
     valid_until: u64,
+    cost: usize,
     visited: AtomicBool,
 }
 
+struct Table {
+    entries: HashTable<Entry>,
+    /// The sum of the entries' costs.
+    bytes: usize,
+    /// The CLOCK hand: the next bucket an eviction looks at.
+    hand: usize,
+}
+
+struct Shard {
+    table: RwLock<Table>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    evictions: AtomicU64,
+}
+
+/// What the verified-token cache holds and has done, from
+/// [`Validator::cache_stats`](super::Validator::cache_stats).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheStats {
+    /// Tokens cached now.
+    pub entries: usize,
+    /// The memory they are charged, in bytes (see the validation guide for what counts).
+    pub bytes: usize,
+    /// The budget `bytes` stays under.
+    pub budget: usize,
+    /// Lookups answered from the cache.
+    pub hits: u64,
+    /// Lookups that had to verify the token (not found, expired, or its key retired).
+    pub misses: u64,
+    /// Entries dropped to make room (expired and retired ones included).
+    pub evictions: u64,
+}
+
+impl CacheStats {
+    /// Exports the figures through the `metrics` facade (feature `metrics`), as absolute
+    /// values: call it from the exporter's upkeep or before rendering a scrape.
+    ///
+    /// | metric | kind |
+    /// |---|---|
+    /// | `portcullis_token_cache_entries` | gauge |
+    /// | `portcullis_token_cache_bytes` | gauge |
+    /// | `portcullis_token_cache_budget_bytes` | gauge |
+    /// | `portcullis_token_cache_hits_total` | counter |
+    /// | `portcullis_token_cache_misses_total` | counter |
+    /// | `portcullis_token_cache_evictions_total` | counter |
+    #[cfg(feature = "metrics")]
+    pub fn record(&self) {
+        metrics::gauge!("portcullis_token_cache_entries").set(self.entries as f64);
+        metrics::gauge!("portcullis_token_cache_bytes").set(self.bytes as f64);
+        metrics::gauge!("portcullis_token_cache_budget_bytes").set(self.budget as f64);
+        metrics::counter!("portcullis_token_cache_hits_total").absolute(self.hits);
+        metrics::counter!("portcullis_token_cache_misses_total").absolute(self.misses);
+        metrics::counter!("portcullis_token_cache_evictions_total").absolute(self.evictions);
+    }
+
+    /// Hits over lookups, or 0 before the first lookup.
+    pub fn hit_ratio(&self) -> f64 {
+        let lookups = self.hits + self.misses;
+        if lookups == 0 {
+            0.0
+        } else {
+            self.hits as f64 / lookups as f64
+        }
+    }
+}
+
 pub(crate) struct TokenCache {
-    shards: Box<[RwLock<HashTable<Entry>>]>,
+    shards: Box<[Shard]>,
     hasher: foldhash::fast::RandomState,
+    shard_budget: usize,
     shard_capacity: usize,
 }
 
 impl fmt::Debug for TokenCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenCache")
-            .field("capacity", &(self.shard_capacity * SHARDS))
+            .field("budget", &(self.shard_budget * SHARDS))
             .field("len", &self.len())
             .finish()
     }
 }
 
+/// The bytes an entry for `token` (of `token_len` bytes) holding `identity` is charged.
+pub(crate) fn entry_cost(token_len: usize, identity: &Identity) -> usize {
+    let boxed = |s: &str| s.len() + BLOCK_OVERHEAD;
+    // The table slot (with hashbrown's control byte and its load factor of 7/8), the token.
+    let mut cost = (size_of::<Entry>() + 1) * 8 / 7 + token_len + BLOCK_OVERHEAD;
+    // The identity, in its `Arc`, and what its fields own.
+    cost += size_of::<Identity>() + 2 * size_of::<usize>() + BLOCK_OVERHEAD;
+    cost += boxed(&identity.issuer);
+    cost += identity.subject.as_deref().map_or(0, boxed);
+    cost += identity.key_id.as_deref().map_or(0, boxed);
+    for list in [&identity.audiences, &identity.scopes] {
+        if !list.is_empty() {
+            cost += list.len() * size_of::<Box<str>>() + BLOCK_OVERHEAD;
+            cost += list.iter().map(|s| boxed(s)).sum::<usize>();
+        }
+    }
+    cost += object_cost(&identity.claims);
+    cost + DERIVED_ALLOWANCE
+}
+
+/// What a JSON object's map owns on the heap: `serde_json`'s `BTreeMap` nodes (11 slots of a
+/// key and a value each, about two thirds full, with an internal node per eight leaves), plus
+/// what each key and value owns.
+fn object_cost(map: &serde_json::Map<String, Value>) -> usize {
+    if map.is_empty() {
+        return 0;
+    }
+    let leaf = 11 * (size_of::<String>() + size_of::<Value>()) + 2 * size_of::<usize>();
+    let internal = leaf + 12 * size_of::<usize>();
+    let leaves = map.len().div_ceil(7);
+    let internals = if leaves > 1 { leaves.div_ceil(8) } else { 0 };
+    leaves * (leaf + BLOCK_OVERHEAD)
+        + internals * (internal + BLOCK_OVERHEAD)
+        + map
+            .iter()
+            .map(|(key, value)| key.len() + BLOCK_OVERHEAD + value_cost(value))
+            .sum::<usize>()
+}
+
+fn value_cost(value: &Value) -> usize {
+    match value {
+        Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+        Value::String(s) => s.len() + BLOCK_OVERHEAD,
+        Value::Array(items) => {
+            items.len() * size_of::<Value>()
+                + BLOCK_OVERHEAD
+                + items.iter().map(value_cost).sum::<usize>()
+        }
+        Value::Object(map) => object_cost(map),
+    }
+}
+
 impl TokenCache {
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// A cache whose entries are charged at most `budget` bytes, holding at most `capacity`
+    /// entries.
+    pub(crate) fn new(budget: usize, capacity: usize) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| RwLock::new(HashTable::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Shard {
+                    table: RwLock::new(Table {
+                        entries: HashTable::new(),
+                        bytes: 0,
+                        hand: 0,
+                    }),
+                    hits: AtomicU64::new(0),
+                    misses: AtomicU64::new(0),
+                    evictions: AtomicU64::new(0),
+                })
+                .collect(),
             hasher: foldhash::fast::RandomState::default(),
+            shard_budget: (budget / SHARDS).max(1),
             shard_capacity: capacity.div_ceil(SHARDS).max(1),
         }
     }
 
-    fn shard(&self, hash: u64) -> &RwLock<HashTable<Entry>> {
+    fn shard(&self, hash: u64) -> &Shard {
         // Middle bits: hashbrown uses the low bits for the bucket and the top 7 for its tags.
         &self.shards[(hash >> 32) as usize % SHARDS]
     }
 
     /// The identity cached for `token`, if still valid at `now` (seconds). Does not allocate.
-    pub(crate) fn get(&self, token: &[u8], now: u64) -> Option<Arc<Identity>> {
+    /// A lookup that finds nothing counts as a miss only when `count_miss` (the caller is
+    /// about to verify the token).
+    pub(crate) fn get(&self, token: &[u8], now: u64, count_miss: bool) -> Option<Arc<Identity>> {
         let hash = self.hasher.hash_one(token);
-        let shard = self
-            .shard(hash)
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        let entry = shard.find(hash, |e| e.hash == hash && *e.token == *token)?;
-        if now >= entry.valid_until || entry.key.is_retired() {
-            return None;
-        }
-        if !entry.visited.load(Ordering::Relaxed) {
-            entry.visited.store(true, Ordering::Relaxed);
-        }
-        Some(Arc::clone(&entry.identity))
+        let shard = self.shard(hash);
+        let found = {
+            let table = shard.table.read().unwrap_or_else(PoisonError::into_inner);
+            table
+                .entries
+                .find(hash, |e| e.hash == hash && *e.token == *token)
+                .filter(|entry| now < entry.valid_until && !entry.key.is_retired())
+                .map(|entry| {
+                    if !entry.visited.load(Ordering::Relaxed) {
+                        entry.visited.store(true, Ordering::Relaxed);
+                    }
+                    Arc::clone(&entry.identity)
+                })
+        };
+        match &found {
+            Some(_) => shard.hits.fetch_add(1, Ordering::Relaxed),
+            None if count_miss => shard.misses.fetch_add(1, Ordering::Relaxed),
+            None => 0,
+        };
+        found
     }
 
     pub(crate) fn insert(
@@ -82,21 +247,37 @@ impl TokenCache {
         valid_until: u64,
         now: u64,
     ) {
+        let cost = entry_cost(token.len(), &identity);
+        if cost > self.shard_budget {
+            return;
+        }
         let hash = self.hasher.hash_one(token);
-        let mut shard = self
-            .shard(hash)
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(entry) = shard.find_mut(hash, |e| e.hash == hash && *e.token == *token) {
+        let shard = self.shard(hash);
+        let mut table = shard.table.write().unwrap_or_else(PoisonError::into_inner);
+        let table = &mut *table;
+        if let Some(entry) = table
+            .entries
+            .find_mut(hash, |e| e.hash == hash && *e.token == *token)
+        {
+            table.bytes = table.bytes - entry.cost + cost;
             entry.identity = identity;
             entry.key = key;
             entry.valid_until = valid_until;
+            entry.cost = cost;
             return;
         }
-        if shard.len() >= self.shard_capacity {
-            evict(&mut shard, now, self.shard_capacity);
+        while table.bytes + cost > self.shard_budget || table.entries.len() >= self.shard_capacity {
+            match table.evict_one(now) {
+                Some(freed) => {
+                    table.bytes -= freed;
+                    shard.evictions.fetch_add(1, Ordering::Relaxed);
+                }
+                // Nothing found within the bound: leave this token uncached.
+                None => return,
+            }
         }
-        shard.insert_unique(
+        table.bytes += cost;
+        table.entries.insert_unique(
             hash,
             Entry {
                 hash,
@@ -104,6 +285,7 @@ impl TokenCache {
                 identity,
                 key,
                 valid_until,
+                cost,
                 visited: AtomicBool::new(false),
             },
             |e| e.hash,
@@ -113,27 +295,60 @@ impl TokenCache {
     pub(crate) fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.read().unwrap_or_else(PoisonError::into_inner).len())
+            .map(|s| {
+                s.table
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .entries
+                    .len()
+            })
             .sum()
+    }
+
+    pub(crate) fn stats(&self) -> CacheStats {
+        let mut stats = CacheStats {
+            budget: self.shard_budget * SHARDS,
+            ..CacheStats::default()
+        };
+        for shard in &*self.shards {
+            let table = shard.table.read().unwrap_or_else(PoisonError::into_inner);
+            stats.entries += table.entries.len();
+            stats.bytes += table.bytes;
+            stats.hits += shard.hits.load(Ordering::Relaxed);
+            stats.misses += shard.misses.load(Ordering::Relaxed);
+            stats.evictions += shard.evictions.load(Ordering::Relaxed);
+        }
+        stats
     }
 }
 
-fn evict(shard: &mut HashTable<Entry>, now: u64, capacity: usize) {
-    shard.retain(|e| now < e.valid_until && !e.key.is_retired());
-    if shard.len() < capacity {
-        return;
-    }
-    shard.retain(|e| e.visited.swap(false, Ordering::Relaxed));
-    if shard.len() < capacity {
-        return;
-    }
-    if let Some(nearest) = shard.iter().map(|e| e.valid_until).min() {
-        let mut removed = false;
-        shard.retain(|e| {
-            let drop = !removed && e.valid_until == nearest;
-            removed |= drop;
-            !drop
-        });
+impl Table {
+    /// Drops one entry under the CLOCK hand and returns its cost: the first expired or
+    /// retired entry, or the first not read since the hand last passed it, or, after
+    /// [`MAX_SCAN`] entries that were all read, the last one looked at. `None` when the table
+    /// is empty or [`MAX_PROBES`] buckets held nothing.
+    fn evict_one(&mut self, now: u64) -> Option<usize> {
+        if self.entries.is_empty() {
+            return None;
+        }
+        let buckets = self.entries.num_buckets();
+        let mut scanned = 0;
+        for _ in 0..MAX_PROBES {
+            let index = self.hand % buckets;
+            self.hand = index + 1;
+            let Ok(entry) = self.entries.get_bucket_entry(index) else {
+                continue;
+            };
+            scanned += 1;
+            let e = entry.get();
+            let stale = now >= e.valid_until || e.key.is_retired();
+            let read = e.visited.swap(false, Ordering::Relaxed);
+            if stale || !read || scanned >= MAX_SCAN {
+                let (removed, _) = entry.remove();
+                return Some(removed.cost);
+            }
+        }
+        None
     }
 }
 
@@ -143,6 +358,10 @@ mod tests {
     use crate::crypto::Algorithm;
 
     fn identity(sub: &str) -> Arc<Identity> {
+        identity_with(sub, Default::default())
+    }
+
+    fn identity_with(sub: &str, claims: serde_json::Map<String, Value>) -> Arc<Identity> {
         Arc::new(Identity {
             derived: Default::default(),
             issuer: "i".into(),
@@ -154,7 +373,7 @@ mod tests {
             issued_at: None,
             algorithm: Algorithm::HS256,
             key_id: None,
-            claims: Default::default(),
+            claims,
         })
     }
 
@@ -162,27 +381,102 @@ mod tests {
         Arc::new(Key::hmac(&[9; 32]).unwrap())
     }
 
-    #[test]
-    fn hit_until_expiry_and_retirement() {
-        let cache = TokenCache::new(100);
-        let k = key();
-        cache.insert(b"tok", identity("a"), k.clone(), 100, 0);
-        assert_eq!(cache.get(b"tok", 99).unwrap().subject(), Some("a"));
-        assert!(cache.get(b"tok", 100).is_none());
-        assert!(cache.get(b"tok2", 10).is_none());
-        k.retire();
-        assert!(cache.get(b"tok", 10).is_none());
+    fn cost() -> usize {
+        entry_cost(4, &identity("x"))
     }
 
     #[test]
-    fn bounded_with_second_chance() {
-        let cache = TokenCache::new(SHARDS * 4);
+    fn hit_until_expiry_and_retirement() {
+        let cache = TokenCache::new(1 << 20, usize::MAX);
         let k = key();
-        cache.insert(b"hot", identity("hot"), k.clone(), 1_000, 0);
-        for i in 0..10_000u32 {
-            assert!(cache.get(b"hot", 1).is_some(), "hot entry evicted at {i}");
+        cache.insert(b"tok", identity("a"), k.clone(), 100, 0);
+        assert_eq!(cache.get(b"tok", 99, true).unwrap().subject(), Some("a"));
+        assert!(cache.get(b"tok", 100, true).is_none());
+        assert!(cache.get(b"tok2", 10, false).is_none());
+        k.retire();
+        assert!(cache.get(b"tok", 10, true).is_none());
+        let stats = cache.stats();
+        assert_eq!((stats.hits, stats.misses), (1, 2));
+        assert_eq!(stats.entries, 1);
+        assert_eq!(stats.bytes, entry_cost(3, &identity("a")));
+    }
+
+    #[test]
+    fn bounded_by_bytes_with_second_chance() {
+        let per_shard = 8;
+        let budget = SHARDS * per_shard * cost();
+        let cache = TokenCache::new(budget, usize::MAX);
+        let k = key();
+        cache.insert(b"hot!", identity("hot"), k.clone(), 1_000, 0);
+        for i in 0..20_000u32 {
+            assert!(
+                cache.get(b"hot!", 1, true).is_some(),
+                "hot entry evicted at {i}"
+            );
             cache.insert(&i.to_be_bytes(), identity("x"), k.clone(), 1_000, 0);
-            assert!(cache.len() <= SHARDS * 4);
+            let stats = cache.stats();
+            assert!(stats.bytes <= budget, "{stats:?}");
         }
+        let stats = cache.stats();
+        assert!(stats.entries > SHARDS * per_shard / 2, "{stats:?}");
+        assert!(
+            stats.evictions >= 20_000 - (SHARDS * per_shard) as u64,
+            "{stats:?}"
+        );
+    }
+
+    #[test]
+    fn a_count_cap_holds_too() {
+        let cache = TokenCache::new(1 << 30, SHARDS * 2);
+        let k = key();
+        for i in 0..1_000u32 {
+            cache.insert(&i.to_be_bytes(), identity("x"), k.clone(), 1_000, 0);
+            assert!(cache.len() <= SHARDS * 2);
+        }
+    }
+
+    #[test]
+    fn expired_entries_go_first() {
+        let budget = SHARDS * 2 * cost();
+        let cache = TokenCache::new(budget, usize::MAX);
+        let k = key();
+        // Fill, read everything (a second chance for all), then let half expire.
+        for i in 0..1_000u32 {
+            let until = if i % 2 == 0 { 10 } else { 1_000 };
+            cache.insert(&i.to_be_bytes(), identity("x"), k.clone(), until, 0);
+        }
+        let live_before: Vec<u32> = (0..1_000u32)
+            .filter(|i| cache.get(&i.to_be_bytes(), 5, false).is_some() && i % 2 == 1)
+            .collect();
+        cache.insert(b"new!", identity("n"), k.clone(), 1_000, 20);
+        let kept = live_before
+            .iter()
+            .filter(|i| cache.get(&i.to_be_bytes(), 20, false).is_some())
+            .count();
+        assert!(
+            kept + 1 >= live_before.len(),
+            "an expired entry made room, not a live one: {kept} of {}",
+            live_before.len()
+        );
+    }
+
+    #[test]
+    fn a_token_with_the_registered_claims_only_is_charged_about_2_5_kib() {
+        let claims = serde_json::json!({"iss": "https://issuer.example/", "aud": "api",
+            "sub": "user-0000001", "iat": 1_700_000_000u64, "exp": 1_700_003_600u64});
+        let serde_json::Value::Object(claims) = claims else {
+            unreachable!()
+        };
+        let cost = entry_cost(230, &identity_with("user-0000001", claims));
+        assert!((2_000..3_000).contains(&cost), "{cost}");
+    }
+
+    #[test]
+    fn an_entry_is_charged_for_its_token_and_claims() {
+        let small = entry_cost(100, &identity("x"));
+        let mut claims = serde_json::Map::new();
+        claims.insert("groups".into(), Value::from(vec!["a-long-group-name"; 50]));
+        let big = entry_cost(1_000, &identity_with("x", claims));
+        assert!(big > small + 900 + 50 * 17, "{small} {big}");
     }
 }

@@ -50,6 +50,7 @@ mod validator;
 
 #[cfg(feature = "axum")]
 pub use self::axum::{Authenticated, Claims, ClaimsRejection, MissingIdentity};
+pub use cache::CacheStats;
 pub(crate) use error::check_realm;
 pub use error::{ChallengeKind, JwtError};
 pub use future::ResponseFuture;
@@ -57,4 +58,4 @@ pub(crate) use identity::Derived;
 pub use identity::Identity;
 pub use layer::JwtAuthLayer;
 pub use service::JwtAuth;
-pub use validator::{DEFAULT_CACHE_CAPACITY, Issuer, Validator, ValidatorBuilder};
+pub use validator::{DEFAULT_CACHE_BUDGET, Issuer, Validator, ValidatorBuilder};

@@ -13,8 +13,9 @@ use crate::error::ConfigError;
 use crate::keys::{Key, KeySource};
 use crate::token::{DEFAULT_MAX_TOKEN_LEN, Jws};
 
-/// The default verified-token cache capacity: 10 000 tokens.
-pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
+/// The default memory budget of the verified-token cache: 64 MiB (about 30 000 entries of
+/// typical 1 KiB tokens; see the validation guide for what an entry is charged).
+pub const DEFAULT_CACHE_BUDGET: usize = 64 << 20;
 
 /// The longest a cached entry is served without re-verification when the token has no `exp`.
 const MAX_CACHE_TTL_SECS: u64 = 3_600;
@@ -216,7 +217,8 @@ impl fmt::Debug for Validator {
 pub struct ValidatorBuilder {
     issuers: Vec<Issuer>,
     clock: Arc<dyn Clock>,
-    cache_capacity: usize,
+    cache_budget: usize,
+    cache_capacity: Option<usize>,
     max_token_len: usize,
 }
 
@@ -224,6 +226,7 @@ impl fmt::Debug for ValidatorBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ValidatorBuilder")
             .field("issuers", &self.issuers)
+            .field("cache_budget", &self.cache_budget)
             .field("cache_capacity", &self.cache_capacity)
             .field("max_token_len", &self.max_token_len)
             .finish_non_exhaustive()
@@ -243,9 +246,19 @@ impl ValidatorBuilder {
         self
     }
 
-    /// How many verified tokens to cache; `0` turns the cache off.
+    /// The memory the verified-token cache may hold, in bytes ([`DEFAULT_CACHE_BUDGET`],
+    /// 64 MiB, by default); `0` turns the cache off. Each entry is charged its token, its
+    /// identity and claims, an allowance for values derived from them later, and its table
+    /// slot (see [`CacheStats`](super::CacheStats)).
+    pub fn cache_budget(mut self, bytes: usize) -> Self {
+        self.cache_budget = bytes;
+        self
+    }
+
+    /// Caps the verified-token cache at this many tokens as well as by its
+    /// [budget](Self::cache_budget) (no cap by default); `0` turns the cache off.
     pub fn cache_capacity(mut self, capacity: usize) -> Self {
-        self.cache_capacity = capacity;
+        self.cache_capacity = Some(capacity);
         self
     }
 
@@ -282,7 +295,9 @@ impl ValidatorBuilder {
             inner: Arc::new(Inner {
                 issuers: self.issuers.into_boxed_slice(),
                 clock: self.clock,
-                cache: (self.cache_capacity > 0).then(|| TokenCache::new(self.cache_capacity)),
+                cache: (self.cache_budget > 0 && self.cache_capacity != Some(0)).then(|| {
+                    TokenCache::new(self.cache_budget, self.cache_capacity.unwrap_or(usize::MAX))
+                }),
                 max_token_len: self.max_token_len,
             }),
         })
@@ -299,7 +314,8 @@ impl Validator {
         ValidatorBuilder {
             issuers: Vec::new(),
             clock: Arc::new(SystemClock),
-            cache_capacity: DEFAULT_CACHE_CAPACITY,
+            cache_budget: DEFAULT_CACHE_BUDGET,
+            cache_capacity: None,
             max_token_len: DEFAULT_MAX_TOKEN_LEN,
         }
     }
@@ -314,7 +330,7 @@ impl Validator {
             });
         }
         let now = inner.clock.now_secs();
-        if let Some(identity) = inner.cache.as_ref().and_then(|c| c.get(token, now)) {
+        if let Some(identity) = inner.cache.as_ref().and_then(|c| c.get(token, now, true)) {
             return Ok(identity);
         }
         let verified = self.verify(token, now)?;
@@ -338,7 +354,7 @@ impl Validator {
             return None;
         }
         let now = inner.clock.now_secs();
-        inner.cache.as_ref().and_then(|c| c.get(token, now))
+        inner.cache.as_ref().and_then(|c| c.get(token, now, false))
     }
 
     /// Verifies `token` without reading or filling the cache.
@@ -355,6 +371,16 @@ impl Validator {
     /// How many tokens the cache holds now.
     pub fn cached_tokens(&self) -> usize {
         self.inner.cache.as_ref().map_or(0, TokenCache::len)
+    }
+
+    /// What the verified-token cache holds and has done: entries, bytes, budget, hits, misses
+    /// and evictions (all zero when the cache is off). With the `metrics` feature,
+    /// [`CacheStats::record`](super::CacheStats::record) exports them.
+    pub fn cache_stats(&self) -> super::CacheStats {
+        self.inner
+            .cache
+            .as_ref()
+            .map_or_else(Default::default, TokenCache::stats)
     }
 
     fn verify(&self, token: &[u8], now: u64) -> Result<Verified, JwtError> {
