@@ -530,3 +530,37 @@ async fn reload_keeps_state_refuses_bad_files_and_loses_no_request() {
     assert_eq!(call("/admin/x", ops.clone()).await, StatusCode::FORBIDDEN);
     watcher.abort();
 }
+
+#[tokio::test]
+async fn the_token_cache_budget_comes_from_the_token_section() {
+    let keys = format!(r#"{{ pem_files = ["{}/p256.pub.pem"] }}"#, keys_dir());
+    let with = |token: &str| {
+        format!(
+            "{token}\n[[issuers]]\nissuer = \"{ISS_A}\"\naudiences = [\"api\"]\nkeys = {keys}\n"
+        )
+    };
+    let default = Policy::from_toml(&with("")).unwrap().build().await.unwrap();
+    assert_eq!(
+        default.validator().cache_stats().budget,
+        portcullis::jwt::DEFAULT_CACHE_BUDGET
+    );
+    let big = Policy::from_toml(&with("[token]\ncache_budget = \"256MiB\""))
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(big.validator().cache_stats().budget, 256 << 20);
+    // Off: a valid token is verified every time and nothing is cached.
+    let off = Policy::from_toml(&with("[token]\ncache_budget = \"0\""))
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    let token = token("ada", "read", json!({}));
+    for _ in 0..2 {
+        assert_eq!(send(&off, "GET", "/", Some(&token)).await.0, StatusCode::OK);
+    }
+    assert_eq!(off.validator().cached_tokens(), 0);
+    let error = Policy::from_toml(&with("[token]\ncache_budget = \"64MB\"")).unwrap_err();
+    assert!(error.to_string().contains("bad size \"64MB\""), "{error}");
+}

@@ -529,6 +529,9 @@ pub(crate) async fn build(
                 }
                 builder = builder.issuer(built);
             }
+            if let Some(budget) = &file.token.cache_budget {
+                builder = builder.cache_budget(budget.0);
+            }
             builder.build().map_err(|e| failed(e.to_string()))?
         }
     };

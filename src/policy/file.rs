@@ -71,6 +71,9 @@ pub(crate) struct TokenSection {
     /// Whether the upstream receives the `Authorization` header (default: yes).
     #[serde(default = "yes")]
     pub(crate) forward: bool,
+    /// The verified-token cache's memory budget (default: 64 MiB; `"0"` turns it off).
+    #[serde(default)]
+    pub(crate) cache_budget: Option<ByteSizeValue>,
 }
 
 impl Default for TokenSection {
@@ -78,6 +81,7 @@ impl Default for TokenSection {
         Self {
             sources: default_sources(),
             forward: true,
+            cache_budget: None,
         }
     }
 }
@@ -302,6 +306,12 @@ value_type!(
 );
 
 value_type!(
+    /// `"64MiB"`, `"512 KiB"`, `"1GiB"`, or a number of bytes (`"1048576"`).
+    ByteSizeValue(usize),
+    |text| parse_byte_size(text)
+);
+
+value_type!(
     /// `"100/min"`, `"10/s"`, `"5000/h"` (also `/sec`, `/second`, `/minute`, `/hour`, `/day`).
     RateValue(Quota),
     |text| parse_rate(text)
@@ -506,6 +516,7 @@ macro_rules! debug_and_eq_by {
 }
 
 debug_and_eq_by!(DurationValue, |v| v.0);
+debug_and_eq_by!(ByteSizeValue, |v| v.0);
 debug_and_eq_by!(RateValue, |v| v.0);
 debug_and_eq_by!(AlgorithmValue, |v| v.0);
 debug_and_eq_by!(PatternValue, |v| v.0.as_str().to_owned());
@@ -541,6 +552,29 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
             .map_err(|e| bad(e.to_string()));
     }
     humantime::parse_duration(text).map_err(|e| bad(e.to_string()))
+}
+
+/// `64MiB`, `512 KiB`, `1GiB`, `100B`, or a bare number of bytes.
+pub(crate) fn parse_byte_size(text: &str) -> Result<usize, String> {
+    let bad = || {
+        format!(
+            "bad size {text:?}: use a number of bytes or a number and KiB, MiB or GiB, as \"64MiB\""
+        )
+    };
+    let text = text.trim();
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, unit) = text.split_at(digits);
+    let number: usize = number.parse().map_err(|_| bad())?;
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "KiB" => 10,
+        "MiB" => 20,
+        "GiB" => 30,
+        _ => return Err(bad()),
+    };
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("size {text:?} is too large"))
 }
 
 /// The period a rate's unit names: the unit words durations take, one of each.
@@ -584,6 +618,21 @@ fn parse_source(text: &str) -> Result<TokenSource, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(parse_byte_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_byte_size("512 KiB"), Ok(512 << 10));
+        assert_eq!(parse_byte_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_byte_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_byte_size("0"), Ok(0));
+        for bad in ["64MB", "64 mb", "MiB", "-1MiB", "1.5GiB", ""] {
+            let error = parse_byte_size(bad).unwrap_err();
+            assert!(error.contains("use a number of bytes"), "{bad}: {error}");
+        }
+        let file: PolicyFile = toml::from_str("[token]\ncache_budget = \"256MiB\"\n").unwrap();
+        assert_eq!(file.token.cache_budget.map(|b| b.0), Some(256 << 20));
+    }
 
     #[test]
     fn keyword_values_name_their_choices() {
