@@ -128,6 +128,16 @@ async fn drive(addr: SocketAddr, tokens: Arc<Vec<String>>, name: &'static str) -
     }
 }
 
+/// Builds the gateway example (release) in the main workspace.
+fn build_gateway() {
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--quiet", "--example", "gateway"])
+        .current_dir(ROOT)
+        .status()
+        .unwrap();
+    assert!(status.success(), "building the gateway");
+}
+
 /// Starts the gateway on a policy with `audit` on or off; returns the process and its address.
 fn start_gateway(
     dir: &std::path::Path,
@@ -258,12 +268,7 @@ async fn run() {
     );
 
     // The gateway example with a full policy, and with audit events (and decision metrics) off.
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "--quiet", "--example", "gateway"])
-        .current_dir(ROOT)
-        .status()
-        .unwrap();
-    assert!(status.success(), "building the gateway");
+    build_gateway();
     let dir = std::env::temp_dir().join(format!("portcullis-load-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let issuer = "https://login.example.com/";
@@ -512,12 +517,7 @@ async fn run_cpu() {
     let dir = std::env::temp_dir().join(format!("portcullis-cpu-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let issuer = "https://login.example.com/";
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "--quiet", "--example", "gateway"])
-        .current_dir(ROOT)
-        .status()
-        .unwrap();
-    assert!(status.success(), "building the gateway");
+    build_gateway();
 
     let mut rows: Vec<(String, String, usize, Duration, Duration)> = Vec::new();
     let one = Arc::new(es256_tokens(issuer, 1));
