@@ -86,6 +86,7 @@ pub mod authz;
 pub mod claims;
 pub mod clock;
 pub mod crypto;
+mod decision;
 mod der;
 pub mod error;
 #[cfg(fuzzing)]

@@ -2,8 +2,6 @@
 //! installs (Prometheus, StatsD, OpenTelemetry) receives them. The names and labels are listed
 //! in the observability guide and are stable.
 
-use crate::propagate::Outcome;
-
 /// Every reason code a decision can carry.
 pub(crate) const REASONS: &[&str] = &[
     "none",
@@ -66,11 +64,11 @@ fn handles() -> &'static Handles {
 }
 
 /// Counts one request decision and records its latency.
-pub(crate) fn decision(outcome: Outcome, nanos: u64) {
-    match handles().get(outcome.reason()) {
+pub(crate) fn decision(outcome: &'static str, reason: &'static str, nanos: u64) {
+    match handles().get(reason) {
         Some(counter) => counter.increment(1),
         None => metrics::counter!(
-            "portcullis_decisions_total", "outcome" => outcome.as_str(), "reason" => outcome.reason()
+            "portcullis_decisions_total", "outcome" => outcome, "reason" => reason
         )
         .increment(1),
     }

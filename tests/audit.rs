@@ -350,6 +350,74 @@ fn audit_events_field_by_field() {
         }
     }
 
+    // With `tower::buffer` between every two layers, each layer runs on the buffer's worker
+    // task (on whichever thread of the runtime polls it), not in the propagate layer's call or
+    // poll: the events still name the subject and the route, which travel in the request.
+    {
+        use tower::ServiceExt;
+        use tower::buffer::BufferLayer;
+
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let routes = Routes::new([
+            Route::new("/orders/**").unwrap().scopes_all(["read"]),
+            Route::new("/admin/**").unwrap().scopes_all(["admin"]),
+        ]);
+        let limit = Limit::new(
+            "buffered",
+            "claim:sub".parse().unwrap(),
+            Quota::per_minute(NonZeroU32::new(600).unwrap()),
+        )
+        .unwrap();
+        let stack = runtime.block_on(async {
+            tower::ServiceBuilder::new()
+                .layer(PropagateLayer::new())
+                .layer(BufferLayer::new(8))
+                .layer(JwtAuthLayer::new(validator(clock(), 100)).routes(routes.clone()))
+                .layer(BufferLayer::new(8))
+                .layer(AuthorizeLayer::new(routes))
+                .layer(BufferLayer::new(8))
+                .layer(RateLimitLayer::new([limit]))
+                .service(echo(&seen))
+        });
+        let cases = [
+            (
+                "b1",
+                "/orders/1",
+                Some(&bearer),
+                200,
+                Some("ada"),
+                "/orders/**",
+            ),
+            (
+                "b2",
+                "/admin/x",
+                Some(&bearer),
+                403,
+                Some("ada"),
+                "/admin/**",
+            ),
+            ("b3", "/orders/1", None, 401, None, "/orders/**"),
+        ];
+        for (id, path, auth, status, _, _) in cases {
+            let response = runtime
+                .block_on(stack.clone().oneshot(request(path, auth.map(|a| &**a), id)))
+                .unwrap();
+            assert_eq!(response.status(), status, "{id}");
+        }
+        let events = captured.0.lock().unwrap();
+        for (id, _, _, status, subject, route) in cases {
+            let [event] = audit_events(&events, id)[..] else {
+                panic!("one event for {id}");
+            };
+            assert_eq!(event["status"], status.to_string(), "{id}");
+            assert_eq!(event.get("subject").map(String::as_str), subject, "{id}");
+            assert_eq!(event["route"], route, "{id}");
+        }
+    }
+
     // No event and no span of any target carries a token or any part of one.
     let events = captured.0.lock().unwrap();
     assert!(events.iter().any(|(t, _)| t == "span:portcullis::request"));

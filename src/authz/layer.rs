@@ -8,6 +8,7 @@ use tower_service::Service;
 
 use super::path::PathError;
 use super::{Auth, Routes};
+use crate::decision::Recorder;
 use crate::error::ConfigError;
 use crate::jwt::{Identity, ResponseFuture};
 use crate::reject::{DefaultRejection, OnRejection, Refusal, respond};
@@ -180,8 +181,8 @@ impl Config {
             .resolve_request(request)
             .map_err(AuthzError::BadPath)?;
         let route = route.map(|(_, route)| route);
-        if let Some(route) = route {
-            crate::propagate::record_route(route.pattern_text());
+        if let (Some(route), Some(recorder)) = (route, Recorder::of(request)) {
+            recorder.route(route.pattern_text());
         }
         if preflight {
             return Ok(());

@@ -36,6 +36,7 @@ pub use layer::{Authorize, AuthorizeLayer, AuthzError};
 use path::{NormalizedPath, PathCase, PathError, PathParameters, PathPattern, PatternError};
 
 use crate::claims::ClaimPath;
+use crate::decision::{Recorder, RouteMatch, TableId};
 use crate::jwt::Identity;
 
 /// Whether a route needs a token.
@@ -297,8 +298,8 @@ pub struct Routes {
     case: PathCase,
     /// Set only by the policy builder, whose layers share one table and stand next to each
     /// other (nothing between them can change the path or the method): the first layer's match
-    /// is recorded for the request and the others reuse it.
-    shared: bool,
+    /// is recorded for the request (in its decision record) and the others reuse it.
+    shared: Option<TableId>,
 }
 
 impl fmt::Debug for Routes {
@@ -320,7 +321,7 @@ impl Routes {
             cors_preflight: false,
             parameters: PathParameters::Reject,
             case: PathCase::RejectAmbiguous,
-            shared: false,
+            shared: None,
         }
     }
 
@@ -340,16 +341,14 @@ impl Routes {
     /// Marks this table as shared by adjacent layers of one stack (the policy's): see `shared`.
     #[cfg(any(feature = "policy", test))]
     pub(crate) fn shared_in_stack(mut self) -> Self {
-        self.shared = true;
+        self.shared = Some(TableId::new());
         self
     }
 
-    /// The match a layer of the same stack recorded for the current request, if any.
-    fn recorded(&self) -> Option<Match<'_>> {
-        if !self.shared {
-            return None;
-        }
-        let (index, preflight) = crate::propagate::recorded_match(&self.routes)?;
+    /// The match a layer of the same stack recorded for this request, if any.
+    fn recorded<B>(&self, request: &http::Request<B>) -> Option<Match<'_>> {
+        let table = self.shared.as_ref()?;
+        let (index, preflight) = Recorder::of(request)?.match_in(table)?;
         let found = match index {
             Some(i) => Some((i, self.routes.get(i)?)),
             None => None,
@@ -363,7 +362,7 @@ impl Routes {
         &self,
         request: &http::Request<B>,
     ) -> Option<(usize, &Route)> {
-        if let Some((found, _)) = self.recorded() {
+        if let Some((found, _)) = self.recorded(request) {
             return found;
         }
         self.resolve_indexed(request.method(), request.uri().path())
@@ -436,7 +435,7 @@ impl Routes {
         &self,
         request: &mut http::Request<B>,
     ) -> Result<Match<'_>, PathError> {
-        if let Some(recorded) = self.recorded() {
+        if let Some(recorded) = self.recorded(request) {
             return Ok(recorded);
         }
         let preflight = self.cors_preflight && is_preflight(request);
@@ -463,8 +462,12 @@ impl Routes {
             parts.path_and_query = Some(path_and_query.parse().map_err(|_| PathError::Forbidden)?);
             *request.uri_mut() = http::Uri::from_parts(parts).map_err(|_| PathError::Forbidden)?;
         }
-        if self.shared {
-            crate::propagate::record_match(&self.routes, route.map(|(i, _)| i), preflight);
+        if let Some(table) = &self.shared {
+            Recorder::open_in(request).matched(RouteMatch {
+                table: table.clone(),
+                index: route.map(|(i, _)| i),
+                preflight,
+            });
         }
         Ok((route, preflight))
     }
@@ -564,7 +567,6 @@ pub(crate) fn fuzz_resolve(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::propagate::{Decisions, Scope};
 
     fn request(method: Method, path: &str) -> http::Request<()> {
         http::Request::builder()
@@ -588,15 +590,17 @@ mod tests {
             Route::new("/orders/**").unwrap(),
         ]);
         let shared = routes.clone().shared_in_stack();
-        let scope = Scope::enter(Decisions::default());
         // The first layer matches (and normalises the path) and records.
         let mut first = request(Method::GET, "/public/../orders/1");
         let (found, _) = shared.resolve_request(&mut first).unwrap();
         assert_eq!(found.map(|(i, _)| i), Some(1));
         assert_eq!(first.uri().path(), "/orders/1");
-        // The next layers of the stack take the record (the request is the same one; the other
-        // path here shows the record is what answers).
+        // The next layers of the stack take the record (the request carries the same one; the
+        // other path here shows the record is what answers).
         let mut later = request(Method::GET, "/public");
+        later
+            .extensions_mut()
+            .insert(Recorder::of(&first).unwrap().clone());
         assert_eq!(
             shared
                 .resolve_request(&mut later)
@@ -610,8 +614,11 @@ mod tests {
         assert_eq!(routes.resolve_normalized(&later).map(|(i, _)| i), Some(0));
         let other = Routes::new([Route::new("/public").unwrap()]).shared_in_stack();
         assert_eq!(other.resolve_normalized(&later).map(|(i, _)| i), Some(0));
-        drop(scope.exit());
-        // Outside a propagate layer's scope nothing is recorded: each layer searches.
-        assert_eq!(shared.resolve_normalized(&later).map(|(i, _)| i), Some(0));
+        // A request without the record (a sub-request, say): each layer searches.
+        let unrecorded = request(Method::GET, "/public");
+        assert_eq!(
+            shared.resolve_normalized(&unrecorded).map(|(i, _)| i),
+            Some(0)
+        );
     }
 }

@@ -54,6 +54,16 @@ impl Clone for Derived {
     }
 }
 
+impl crate::decision::Principal for Identity {
+    fn subject(&self) -> Option<&str> {
+        Identity::subject(self)
+    }
+
+    fn issuer(&self) -> &str {
+        Identity::issuer(self)
+    }
+}
+
 impl Identity {
     /// The `iss` claim: the issuer that signed the token.
     pub fn issuer(&self) -> &str {

@@ -9,6 +9,7 @@ use super::JwtError;
 use super::future::ResponseFuture;
 use super::layer::{Config, authenticate};
 use crate::authz::Auth;
+use crate::decision::{Principal, Recorder};
 use crate::reject::{OnRejection, Refusal, respond};
 
 /// The service [`JwtAuthLayer`](super::JwtAuthLayer) wraps around an inner service.
@@ -103,11 +104,14 @@ where
                 Ok((None, false)) => mode = Auth::Required,
             }
         }
-        if let Some(pattern) = pattern {
-            crate::propagate::record_route(pattern);
+        let recorder = Recorder::of(&req);
+        if let (Some(recorder), Some(pattern)) = (recorder, pattern) {
+            recorder.route(pattern);
         }
         if mode == Auth::None {
-            crate::propagate::record_identity(None);
+            if let Some(recorder) = recorder {
+                recorder.identity(None);
+            }
             return ResponseFuture::inner(self.inner.call(req));
         }
         let optional = mode == Auth::Optional;
@@ -118,7 +122,9 @@ where
             req.headers(),
         ) {
             Ok(identity) => {
-                crate::propagate::record_identity(identity.as_ref());
+                if let Some(recorder) = recorder {
+                    recorder.identity(identity.clone().map(|i| i as Arc<dyn Principal>));
+                }
                 if let Some(identity) = identity {
                     req.extensions_mut().insert(identity);
                 }

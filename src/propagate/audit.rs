@@ -5,7 +5,7 @@ use http::Response;
 use http::HeaderValue;
 
 use super::context::TraceContext;
-use super::scope::Decisions;
+use crate::decision::Recorder;
 use crate::reject::Refused;
 
 /// The `tracing` target of audit events.
@@ -56,18 +56,18 @@ impl Outcome {
 pub(crate) fn emit(
     request_id: &HeaderValue,
     trace: Option<&TraceContext>,
-    decisions: &Decisions,
+    recorder: Option<&Recorder>,
     method: &http::Method,
     outcome: Outcome,
     status: Option<http::StatusCode>,
     decision_nanos: u64,
 ) {
     #[cfg(feature = "metrics")]
-    crate::telemetry::decision(outcome, decision_nanos);
+    crate::telemetry::decision(outcome.as_str(), outcome.reason(), decision_nanos);
     if !tracing::enabled!(target: AUDIT_TARGET, tracing::Level::INFO) {
         return;
     }
-    let identity = decisions.identity.as_ref();
+    let identity = recorder.and_then(Recorder::principal);
     let trace_id = trace.map(|t| t.trace_id());
     tracing::info!(
         target: AUDIT_TARGET,
@@ -78,7 +78,7 @@ pub(crate) fn emit(
         trace_id = trace_id.as_ref().map(tracing::field::display),
         subject = identity.and_then(|i| i.subject()),
         issuer = identity.map(|i| i.issuer()),
-        route = decisions.route.as_deref(),
+        route = recorder.and_then(Recorder::route_pattern),
         method = method.as_str(),
         decision_us = decision_nanos / 1_000,
         "request decided"

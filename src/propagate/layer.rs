@@ -18,11 +18,11 @@ use super::audit::{self, Outcome};
 use super::context::{RequestContext, TraceContext};
 use super::hop_by_hop::remove_hop_by_hop;
 use super::ids::{REQUEST_ID_LEN, new_request_id, new_span_id, new_trace_id, valid_request_id};
-use super::scope::{Decisions, Scope};
 use super::trace_context::{
     FLAG_SAMPLED, TRACEPARENT_LEN, TraceParent, TraceState, canonical_tracestate, check_tracestate,
 };
 use crate::clock::monotonic_nanos;
+use crate::decision::Recorder;
 use crate::headers::remove_other_spellings;
 use crate::rate_limit::IpNet;
 
@@ -67,8 +67,9 @@ pub enum TrustIncoming {
 /// - **Audit**: one `tracing` event per request, target `portcullis::audit` (see
 ///   [the guide](crate::guide::observability) for its fields), and, with the `metrics`
 ///   feature, the decision counters and latency histogram. The layers of this crate inside it
-///   tell it the identity and route as they decide (during its inner `call` and polls; no
-///   allocation).
+///   tell it the identity and route as they decide, through a record this layer puts in the
+///   request's extensions (so the record survives a layer between them that moves the work to
+///   another task, such as `tower::buffer`).
 /// - **[`RequestContext`]** in the request's extensions, with
 ///   [`request_context(true)`](Self::request_context): the id and trace, typed.
 ///
@@ -394,11 +395,10 @@ where
             request_id = request_id.to_str().unwrap_or_default(),
             trace_id = trace.map(|t| tracing::field::display(t.trace_id())),
         );
-        let (future, decisions) = {
+        let recorder = config.audit.then(|| Recorder::open_in(&mut request));
+        let future = {
             let _entered = span.enter();
-            let scope = Scope::enter(Decisions::default());
-            let future = self.inner.call(request);
-            (future, scope.exit())
+            self.inner.call(request)
         };
         // Layers that decide in `call` have decided by now; one that decides later (a Redis
         // round trip) marks the record when it does.
@@ -409,7 +409,7 @@ where
                 config: Arc::clone(&self.config),
                 request_id,
                 trace,
-                decisions,
+                recorder,
                 method,
                 started,
                 called,
@@ -429,7 +429,8 @@ struct Pending {
     config: Arc<Config>,
     request_id: HeaderValue,
     trace: Option<TraceContext>,
-    decisions: Decisions,
+    /// The request's decision record (with audit on).
+    recorder: Option<Recorder>,
     method: http::Method,
     started: u64,
     called: u64,
@@ -466,15 +467,7 @@ where
         let this = self.project();
         let result = {
             let _entered = this.span.enter();
-            let scope = this
-                .state
-                .as_mut()
-                .map(|s| Scope::enter(std::mem::take(&mut s.decisions)));
-            let polled = this.future.poll(cx);
-            if let (Some(scope), Some(state)) = (scope, this.state.as_mut()) {
-                state.decisions = scope.exit();
-            }
-            match polled {
+            match this.future.poll(cx) {
                 Poll::Ready(result) => result,
                 Poll::Pending => return Poll::Pending,
             }
@@ -484,8 +477,9 @@ where
         };
         let now = monotonic_nanos();
         let decided = pending
-            .decisions
-            .decided
+            .recorder
+            .as_ref()
+            .and_then(Recorder::decided_at)
             .map_or(pending.called, |d| d.max(pending.started))
             .min(now);
         let decision_nanos = decided.saturating_sub(pending.started);
@@ -512,7 +506,7 @@ where
             audit::emit(
                 &pending.request_id,
                 pending.trace.as_ref(),
-                &pending.decisions,
+                pending.recorder.as_ref(),
                 &pending.method,
                 outcome,
                 status,

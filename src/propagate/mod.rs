@@ -21,7 +21,6 @@ mod context;
 mod hop_by_hop;
 mod ids;
 mod layer;
-mod scope;
 pub mod trace_context;
 
 pub use audit::{AUDIT_TARGET, Outcome};
@@ -31,9 +30,6 @@ pub use ids::{MAX_REQUEST_ID_LEN, new_request_id, new_span_id, valid_request_id}
 pub use layer::{
     Propagate, PropagateLayer, ResponseFuture, TRACEPARENT, TRACESTATE, TrustIncoming, X_REQUEST_ID,
 };
-#[cfg(test)]
-pub(crate) use scope::{Decisions, Scope};
-pub(crate) use scope::{mark_decided, record_identity, record_match, record_route, recorded_match};
 pub use trace_context::{
     HexId, TraceParent, TraceParentError, TraceState, canonical_tracestate, check_tracestate,
 };

@@ -17,6 +17,7 @@ use super::memory::{DEFAULT_MAX_KEYS, KeyParts, MemoryStore};
 use crate::authz::Routes;
 use crate::claims::ClaimPath;
 use crate::clock::{Clock, MonotonicClock};
+use crate::decision::Recorder;
 use crate::error::ConfigError;
 use crate::reject::{DefaultRejection, OnRejection, Refusal, respond};
 
@@ -698,7 +699,9 @@ where
                             else {
                                 panic!("polled after completion");
                             };
-                            crate::propagate::mark_decided();
+                            if let Some(recorder) = Recorder::of(&request) {
+                                recorder.decided_now();
+                            }
                             State::Inner {
                                 future: inner.call(request),
                             }
