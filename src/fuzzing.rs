@@ -37,8 +37,8 @@ pub fn parse_jws(data: &[u8]) {
 /// target) is accepted, it is forwarded with exactly that normalised path, which resolves to
 /// the same route, and without method-override headers.
 pub fn route(data: &[u8]) {
-    crate::authz::path::fuzz_route(data);
-    crate::authz::fuzz_resolve(data);
+    crate::route::path::fuzz_route(data);
+    crate::route::fuzz_resolve(data);
 }
 
 /// Claim-path parsing and lookup over arbitrary JSON. The input is a path, a NUL byte, then a

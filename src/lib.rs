@@ -83,6 +83,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod authz;
+mod claim_path;
 pub mod claims;
 pub mod clock;
 pub mod crypto;
@@ -96,11 +97,13 @@ pub mod guide;
 pub mod headers;
 pub mod jwt;
 pub mod keys;
+mod net;
 #[cfg(feature = "policy")]
 pub mod policy;
 pub mod propagate;
 pub mod rate_limit;
 pub mod reject;
+mod route;
 #[cfg(feature = "metrics")]
 mod telemetry;
 pub mod token;

@@ -22,8 +22,7 @@
 
 mod assertion;
 mod layer;
-mod path;
 
+pub use crate::claim_path::{ClaimPath, ClaimPathError, MAX_HEADER_VALUE_LEN, render_header_value};
 pub use assertion::{AssertionSigner, DEFAULT_ASSERTION_HEADER};
 pub use layer::{MapClaims, MapClaimsLayer};
-pub use path::{ClaimPath, ClaimPathError, MAX_HEADER_VALUE_LEN, render_header_value};

@@ -22,7 +22,7 @@ pub enum JwtError {
     MalformedHeader,
     /// The request path cannot be normalised safely (with routes configured).
     #[error("malformed request path: {0}")]
-    BadPath(crate::authz::path::PathError),
+    BadPath(crate::route::path::PathError),
     /// The token is longer than the cap.
     #[error("the token is longer than {limit} bytes")]
     TooLarge {

@@ -7,9 +7,9 @@ use tower_layer::Layer;
 use super::error::Challenges;
 use super::service::JwtAuth;
 use super::{Identity, JwtError, Validator};
-use crate::authz::Routes;
 use crate::error::ConfigError;
 use crate::reject::DefaultRejection;
+use crate::route::Routes;
 use crate::token::{TokenExtractor, TokenSource};
 
 /// Authenticates every request with a bearer token and puts the verified `Arc<Identity>` in

@@ -8,9 +8,9 @@ use tower_service::Service;
 use super::JwtError;
 use super::future::ResponseFuture;
 use super::layer::{Config, authenticate};
-use crate::authz::Auth;
 use crate::decision::{Principal, Recorder};
 use crate::reject::{OnRejection, Refusal, respond};
+use crate::route::Auth;
 
 /// The service [`JwtAuthLayer`](super::JwtAuthLayer) wraps around an inner service.
 pub struct JwtAuth<S, R = crate::reject::DefaultRejection> {

@@ -24,7 +24,7 @@ use super::trace_context::{
 use crate::clock::monotonic_nanos;
 use crate::decision::Recorder;
 use crate::headers::remove_other_spellings;
-use crate::rate_limit::IpNet;
+use crate::net::IpNet;
 
 /// `x-request-id`.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -259,7 +259,7 @@ impl Config {
             let trusted = match &self.trust {
                 TrustIncoming::Any => true,
                 TrustIncoming::Never => false,
-                TrustIncoming::Peers(networks) => crate::rate_limit::key::peer_ip(extensions)
+                TrustIncoming::Peers(networks) => crate::net::peer_ip(extensions)
                     .is_some_and(|ip| networks.iter().any(|n| n.contains(ip))),
             };
             if trusted {

@@ -1,111 +1,16 @@
 //! What a request is counted by.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::str::FromStr;
 
 use http::{HeaderMap, HeaderName, Request};
 use serde_json::Value;
 
 use super::memory::KeyParts;
-use crate::claims::ClaimPath;
+use crate::claim_path::ClaimPath;
 use crate::jwt::Identity;
-
-/// The peer address of a connection, for the request's extensions (a plain `SocketAddr` there is
-/// read too, and with the `axum` feature axum's `ConnectInfo<SocketAddr>`, which
-/// `into_make_service_with_connect_info::<SocketAddr>()` puts in). The server that accepts
-/// connections puts it in; without it, IP keys fall back to the anonymous bucket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PeerAddr(pub SocketAddr);
-
-/// An IP network in CIDR notation (`10.0.0.0/8`, `fd00::/8`, or one address). Host bits must
-/// be zero: `10.1.2.3/8` is refused rather than read as `10.0.0.0/8`, since it is more likely
-/// a typo for one address than a wish to trust a whole network.
-///
-/// # Example
-///
-/// ```
-/// use std::net::IpAddr;
-/// use portcullis::rate_limit::IpNet;
-///
-/// let net: IpNet = "10.0.0.0/8".parse().unwrap();
-/// assert!(net.contains("10.1.2.3".parse::<IpAddr>().unwrap()));
-/// assert!("10.1.2.3/8".parse::<IpNet>().unwrap_err().contains("10.0.0.0/8"));
-/// assert_eq!(net.to_string(), "10.0.0.0/8");
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpNet {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-/// The network part of `ip` under `prefix` leading bits.
-fn network(ip: IpAddr, prefix: u8) -> IpAddr {
-    match ip {
-        IpAddr::V4(v4) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-            IpAddr::V4((u32::from(v4) & mask).into())
-        }
-        IpAddr::V6(v6) => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-            IpAddr::V6((u128::from(v6) & mask).into())
-        }
-    }
-}
-
-impl IpNet {
-    /// Whether `ip` is in the network (IPv4-mapped IPv6 addresses count as IPv4).
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
-        ip.is_ipv4() == self.addr.is_ipv4() && network(ip, self.prefix) == self.addr
-    }
-}
-
-impl fmt::Display for IpNet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
-impl FromStr for IpNet {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (addr, prefix) = match s.split_once('/') {
-            Some((addr, prefix)) => (addr, Some(prefix)),
-            None => (s, None),
-        };
-        let addr = canonical(
-            addr.trim()
-                .parse::<IpAddr>()
-                .map_err(|_| format!("{s:?} is not an IP network"))?,
-        );
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            Some(p) => p
-                .trim()
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("bad prefix in {s:?}"))?,
-            None => max,
-        };
-        let net = network(addr, prefix);
-        if net != addr {
-            return Err(format!(
-                "{s:?} has host bits set: write {net}/{prefix} for the network, or {addr} for one address"
-            ));
-        }
-        Ok(Self { addr, prefix })
-    }
-}
+use crate::net::{IpNet, canonical, peer_ip};
 
 /// Which proxies' forwarding entries to believe.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -257,22 +162,6 @@ impl FromStr for RateKey {
     }
 }
 
-/// The connection's peer, from the request's extensions: [`PeerAddr`], a `SocketAddr`, or
-/// (feature `axum`) axum's `ConnectInfo<SocketAddr>`.
-pub(crate) fn peer_ip(extensions: &http::Extensions) -> Option<IpAddr> {
-    let peer = extensions
-        .get::<PeerAddr>()
-        .map(|p| p.0.ip())
-        .or_else(|| extensions.get::<SocketAddr>().map(SocketAddr::ip));
-    #[cfg(feature = "axum")]
-    let peer = peer.or_else(|| {
-        extensions
-            .get::<axum::extract::ConnectInfo<SocketAddr>>()
-            .map(|info| info.0.ip())
-    });
-    peer
-}
-
 /// What the key reads from a request.
 pub(crate) struct RequestView<'a> {
     pub(crate) headers: &'a HeaderMap,
@@ -325,7 +214,7 @@ impl RateKey {
             RateKey::Header(name) => Some(builder.part(view.headers.get(name)?.as_bytes())),
             RateKey::Route => match (
                 view.route,
-                crate::authz::path::NormalizedPath::new(view.path),
+                crate::route::path::NormalizedPath::new(view.path),
             ) {
                 (Some(pattern), _) => Some(builder.part(b"r").part(pattern.as_bytes())),
                 // No routes: the normalised, decoded path, so `//orders` or `/%6Frders` is not a
@@ -609,22 +498,6 @@ mod tests {
         .header(ForwardedHeader::Forwarded);
         let headers = fwd(&["for=6.6.6.6, for=203.0.113.7", "for=10.2.3.4"]);
         assert_eq!(client_ip(&headers, peer, &nets), ip("203.0.113.7"));
-    }
-
-    #[test]
-    fn networks() {
-        let net: IpNet = "192.168.0.0/16".parse().unwrap();
-        assert!(net.contains(ip("192.168.3.4")) && !net.contains(ip("192.169.0.1")));
-        assert!(net.contains(ip("::ffff:192.168.1.1")));
-        assert!(
-            "0.0.0.0/0"
-                .parse::<IpNet>()
-                .unwrap()
-                .contains(ip("8.8.8.8"))
-        );
-        assert!("10.0.0.0/33".parse::<IpNet>().is_err());
-        assert!("nope".parse::<IpNet>().is_err());
-        assert!("fd00::/8".parse::<IpNet>().unwrap().contains(ip("fd12::1")));
     }
 
     #[test]

@@ -14,12 +14,12 @@ use tower_service::Service;
 use super::gcra::{Decision, Quota};
 use super::key::{ClientIp, RateKey, RequestView};
 use super::memory::{DEFAULT_MAX_KEYS, KeyParts, MemoryStore};
-use crate::authz::Routes;
-use crate::claims::ClaimPath;
+use crate::claim_path::ClaimPath;
 use crate::clock::{Clock, MonotonicClock};
 use crate::decision::Recorder;
 use crate::error::ConfigError;
 use crate::reject::{DefaultRejection, OnRejection, Refusal, respond};
+use crate::route::Routes;
 
 /// The reason code of a 429.
 pub(crate) const RATE_LIMITED: &str = "rate_limited";

@@ -30,8 +30,9 @@ pub mod memory;
 #[cfg(feature = "redis")]
 mod redis;
 
+pub use crate::net::{IpNet, PeerAddr};
 pub use gcra::{Decision, Quota};
-pub use key::{ClientIp, ForwardedHeader, IpNet, PeerAddr, RateKey, TrustedProxies, client_ip};
+pub use key::{ClientIp, ForwardedHeader, RateKey, TrustedProxies, client_ip};
 pub use layer::{
     Limit, RATELIMIT, RATELIMIT_POLICY, RateLimit, RateLimitLayer, RateLimitUnavailable,
     RateLimited, ResponseFuture, Scope,
