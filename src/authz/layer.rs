@@ -92,6 +92,26 @@ struct Config {
     routes: Routes,
     realm: Box<str>,
     no_token: HeaderValue,
+    /// Each route's 403 challenge, by its index in the table: built with the layer, so a
+    /// refusal neither searches the table again nor formats anything.
+    insufficient: Box<[HeaderValue]>,
+}
+
+/// The `WWW-Authenticate` challenge of a 403 on `route`: `insufficient_scope`, with the scopes
+/// the route names.
+fn insufficient_scope_challenge(
+    realm: &str,
+    route: &super::Route,
+) -> Result<HeaderValue, ConfigError> {
+    let scope = route
+        .challenge_scope()
+        .and_then(|v| v.to_str().ok())
+        .map(|scope| format!(", scope=\"{scope}\""))
+        .unwrap_or_default();
+    HeaderValue::try_from(format!(
+        "Bearer realm=\"{realm}\", error=\"insufficient_scope\", error_description=\"the access token does not grant this request\"{scope}"
+    ))
+    .map_err(|e| ConfigError::InvalidHeader(e.to_string()))
 }
 
 impl<R> fmt::Debug for AuthorizeLayer<R> {
@@ -114,11 +134,17 @@ impl AuthorizeLayer {
         crate::jwt::check_realm(realm)?;
         let no_token = HeaderValue::try_from(format!("Bearer realm=\"{realm}\""))
             .map_err(|e| ConfigError::InvalidHeader(e.to_string()))?;
+        let insufficient = routes
+            .routes()
+            .iter()
+            .map(|route| insufficient_scope_challenge(realm, route))
+            .collect::<Result<_, _>>()?;
         Ok(Self {
             config: Arc::new(Config {
                 routes,
                 realm: realm.into(),
                 no_token,
+                insufficient,
             }),
             rejection: Arc::new(DefaultRejection),
         })
@@ -173,32 +199,37 @@ impl<S: fmt::Debug, R> fmt::Debug for Authorize<S, R> {
 }
 
 impl Config {
-    /// The decision for a request: `Ok` to let it through. Does not allocate when the request
-    /// is allowed and its path was already normalised.
-    fn decide<B>(&self, request: &mut Request<B>) -> Result<(), AuthzError> {
+    /// The decision for a request: `Ok` to let it through, else the error and the index of
+    /// the route it matched. Does not allocate when the request is allowed and its path was
+    /// already normalised.
+    fn decide<B>(&self, request: &mut Request<B>) -> Result<(), (AuthzError, Option<usize>)> {
         let (route, preflight) = self
             .routes
             .resolve_request(request)
-            .map_err(AuthzError::BadPath)?;
-        let route = route.map(|(_, route)| route);
-        if let (Some(route), Some(recorder)) = (route, Recorder::of(request)) {
+            .map_err(|e| (AuthzError::BadPath(e), None))?;
+        if let (Some((_, route)), Some(recorder)) = (route, Recorder::of(request)) {
             recorder.route(route.pattern_text());
         }
         if preflight {
             return Ok(());
         }
         let identity = request.extensions().get::<Arc<Identity>>();
-        let Some(route) = route else {
+        let Some((index, route)) = route else {
             // Unmatched: a token is required, and no rule applies.
-            return identity.map(|_| ()).ok_or(AuthzError::Unauthenticated);
+            return identity
+                .map(|_| ())
+                .ok_or((AuthzError::Unauthenticated, None));
         };
         match (route.auth_mode(), identity) {
             (Auth::None, _) | (Auth::Optional, None) => Ok(()),
-            (Auth::Required, None) => Err(AuthzError::Unauthenticated),
+            (Auth::Required, None) => Err((AuthzError::Unauthenticated, Some(index))),
             (_, Some(identity)) if route.allows(identity) => Ok(()),
-            (_, Some(_)) => Err(AuthzError::InsufficientScope {
-                route: route.pattern().into(),
-            }),
+            (_, Some(_)) => Err((
+                AuthzError::InsufficientScope {
+                    route: route.pattern().into(),
+                },
+                Some(index),
+            )),
         }
     }
 
@@ -206,30 +237,15 @@ impl Config {
         &self,
         hook: &R,
         request: &Request<impl Sized>,
-        error: AuthzError,
+        (error, route): (AuthzError, Option<usize>),
     ) -> Response<B> {
         let challenge = match &error {
-            AuthzError::Unauthenticated => Some(self.no_token.clone()),
-            AuthzError::InsufficientScope { .. } => {
-                let scope = self
-                    .routes
-                    .resolve(request.method(), request.uri().path())
-                    .ok()
-                    .flatten()
-                    .and_then(|route| route.challenge_scope())
-                    .and_then(|v| v.to_str().ok())
-                    .map(|scope| format!(", scope=\"{scope}\""))
-                    .unwrap_or_default();
-                HeaderValue::try_from(format!(
-                    "Bearer realm=\"{}\", error=\"insufficient_scope\", error_description=\"the access token does not grant this request\"{scope}",
-                    self.realm
-                ))
-                .ok()
-            }
+            AuthzError::Unauthenticated => Some(&self.no_token),
+            AuthzError::InsufficientScope { .. } => route.and_then(|i| self.insufficient.get(i)),
             AuthzError::BadPath(_) => None,
         };
         let refusal = Refusal::new(error.status(), error.reason())
-            .challenge(challenge.as_ref())
+            .challenge(challenge)
             .grpc(request.headers());
         respond(hook, refusal, error)
     }

@@ -406,6 +406,9 @@ pub struct PolicyLayer<R = DefaultRejection> {
     from: Arc<PolicyFile>,
     validator: Validator,
     limits: Arc<[Limit]>,
+    /// The route table the layers share (to count its searches).
+    #[cfg(test)]
+    routes: Routes,
 }
 
 impl<R> fmt::Debug for PolicyLayer<R> {
@@ -431,6 +434,8 @@ impl<R> PolicyLayer<R> {
             from: self.from,
             validator: self.validator,
             limits: self.limits,
+            #[cfg(test)]
+            routes: self.routes,
         }
     }
 
@@ -597,6 +602,8 @@ pub(crate) async fn build(
         .sources(sources)
         .routes(routes.clone());
     let rate_limit = RateLimitLayer::new(limits.clone()).routes(routes.clone());
+    #[cfg(test)]
+    let routes_kept = routes.clone();
     let limits = limits.into();
     Ok(PolicyLayer {
         propagate: resolved.propagate.clone(),
@@ -607,5 +614,122 @@ pub(crate) async fn build(
         from: Arc::new(file.clone()),
         validator,
         limits,
+        #[cfg(test)]
+        routes: routes_kept,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    use http::{Request, Response, StatusCode};
+    use tower_layer::Layer;
+    use tower_service::Service;
+
+    use crate::policy::Policy;
+
+    /// The stack's three route-reading layers (authenticate, authorize, rate limit by route)
+    /// search the shared table once per request, whatever the outcome.
+    #[test]
+    fn the_policy_stack_matches_the_route_once_per_request() {
+        let policy = Policy::from_toml(
+            r#"
+            [[issuers]]
+            issuer = "https://login.example.com/"
+            audiences = ["orders-api"]
+            keys = { pem_files = ["tests/keys/p256.pub.pem"] }
+
+            [[routes]]
+            path = "/health"
+            auth = "none"
+            rate_limit = "per-route"
+
+            [[routes]]
+            path = "/orders/**"
+            scopes_all = ["read"]
+            rate_limit = "per-route"
+
+            [[rate_limits]]
+            name = "per-route"
+            key = "route"
+            rate = "1000/s"
+            "#,
+        )
+        .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let layer = runtime.block_on(policy.build()).unwrap();
+        let mut service = layer.layer(tower::service_fn(|_: Request<()>| {
+            std::future::ready(Ok::<_, Infallible>(Response::new(())))
+        }));
+        let mut cx = Context::from_waker(Waker::noop());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let token = |scope: &str| {
+            let key =
+                jsonwebtoken::EncodingKey::from_ec_pem(include_bytes!("../../tests/keys/p256.pem"))
+                    .unwrap();
+            let claims = serde_json::json!({
+                "iss": "https://login.example.com/", "aud": "orders-api", "sub": "ada",
+                "scope": scope, "iat": now, "exp": now + 600,
+            });
+            let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+            format!(
+                "Bearer {}",
+                jsonwebtoken::encode(&header, &claims, &key).unwrap()
+            )
+        };
+        let (reader, writer) = (token("read"), token("write"));
+        let mut send = |path: &str, bearer: Option<&str>| {
+            let mut request = Request::get(path).body(()).unwrap();
+            if let Some(bearer) = bearer {
+                request
+                    .headers_mut()
+                    .insert("authorization", bearer.parse().unwrap());
+            }
+            let Poll::Ready(Ok(response)) = pin!(service.call(request)).poll(&mut cx) else {
+                panic!("decided at once");
+            };
+            response.status()
+        };
+        let before = layer.routes.searches();
+        let cases = [
+            ("/health", None, StatusCode::OK, "public, limited by route"),
+            (
+                "/orders/1",
+                None,
+                StatusCode::UNAUTHORIZED,
+                "refused at authentication",
+            ),
+            (
+                "/elsewhere/../health",
+                None,
+                StatusCode::OK,
+                "a path normalised once",
+            ),
+            (
+                "/orders/1",
+                Some(&reader),
+                StatusCode::OK,
+                "allowed, limited by route",
+            ),
+            (
+                "/orders/1",
+                Some(&writer),
+                StatusCode::FORBIDDEN,
+                "refused by the rule",
+            ),
+        ];
+        for (n, (path, bearer, status, what)) in cases.into_iter().enumerate() {
+            assert_eq!(send(path, bearer.map(|b| b.as_str())), status, "{what}");
+            assert_eq!(layer.routes.searches() - before, n + 1, "{what}");
+        }
+    }
 }

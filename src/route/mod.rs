@@ -256,6 +256,10 @@ pub struct Routes {
     /// other (nothing between them can change the path or the method): the first layer's match
     /// is recorded for the request (in its decision record) and the others reuse it.
     shared: Option<TableId>,
+    /// How many times the table was searched (for the test that the policy stack searches
+    /// once per request).
+    #[cfg(test)]
+    searches: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl fmt::Debug for Routes {
@@ -278,6 +282,8 @@ impl Routes {
             parameters: PathParameters::Reject,
             case: PathCase::RejectAmbiguous,
             shared: None,
+            #[cfg(test)]
+            searches: Arc::default(),
         }
     }
 
@@ -292,6 +298,12 @@ impl Routes {
     pub fn path_case(mut self, case: PathCase) -> Self {
         self.case = case;
         self
+    }
+
+    /// How many times this table (and its clones) was searched.
+    #[cfg(test)]
+    pub(crate) fn searches(&self) -> usize {
+        self.searches.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Marks this table as shared by adjacent layers of one stack (the policy's): see `shared`.
@@ -360,6 +372,9 @@ impl Routes {
         method: &Method,
         path: &NormalizedPath<'_>,
     ) -> Result<Option<(usize, &Route)>, PathError> {
+        #[cfg(test)]
+        self.searches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
             return Err(PathError::Method);
         }
