@@ -277,7 +277,7 @@ pub fn trace_context(data: &[u8]) {
                 .filter(|m| !m.is_empty())
                 .map(|m| m.split(|b| *b == b'=').next().unwrap_or_default())
                 .collect();
-            assert!(keys.len() <= crate::propagate::trace_context::MAX_TRACESTATE_MEMBERS);
+            assert!(keys.len() <= crate::propagate::MAX_TRACESTATE_MEMBERS);
             for (i, key) in keys.iter().enumerate() {
                 assert!(!keys[..i].contains(key), "a repeated key is forwarded once");
             }

@@ -15,7 +15,7 @@ use http::{HeaderName, Request, Response, StatusCode};
 use jsonwebtoken::Algorithm as Alg;
 use portcullis::clock::ManualClock;
 use portcullis::jwt::Identity;
-use portcullis::rate_limit::gcra::{Gcra, decide};
+use portcullis::rate_limit::{Gcra, decide};
 use portcullis::rate_limit::{Limit, PeerAddr, Quota, RateLimitLayer, RateLimited};
 use proptest::prelude::*;
 use serde_json::json;

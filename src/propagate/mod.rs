@@ -21,7 +21,7 @@ mod context;
 mod hop_by_hop;
 mod ids;
 mod layer;
-pub mod trace_context;
+mod trace_context;
 
 pub use audit::{AUDIT_TARGET, Outcome};
 pub use context::{RequestContext, TraceContext};
@@ -31,5 +31,6 @@ pub use layer::{
     Propagate, PropagateLayer, ResponseFuture, TRACEPARENT, TRACESTATE, TrustIncoming, X_REQUEST_ID,
 };
 pub use trace_context::{
-    HexId, TraceParent, TraceParentError, TraceState, canonical_tracestate, check_tracestate,
+    FLAG_SAMPLED, HexId, MAX_TRACESTATE_MEMBERS, TRACEPARENT_LEN, TraceParent, TraceParentError,
+    TraceState, canonical_tracestate, check_tracestate,
 };

@@ -1,7 +1,7 @@
 //! Rate limiting: GCRA per key on one atomic, a bounded in-memory store, and the
 //! [`RateLimitLayer`] with IETF `RateLimit` headers.
 //!
-//! The algorithm ([`gcra`]) and the store ([`memory`]) know nothing of tower or HTTP; the layer
+//! The algorithm ([`Gcra`], [`decide`]) and the store ([`MemoryStore`]) know nothing of tower or HTTP; the layer
 //! builds each request's key (a claim, the client IP, a header, the route, or several) and
 //! checks every configured [`Limit`].
 //!
@@ -23,20 +23,20 @@
 //! assert_eq!(denied.retry_after_secs(), 1); // 600 ms, rounded up
 //! ```
 
-pub mod gcra;
+mod gcra;
 pub(crate) mod key;
 mod layer;
-pub mod memory;
+mod memory;
 #[cfg(feature = "redis")]
 mod redis;
 
 pub use crate::net::{IpNet, PeerAddr};
-pub use gcra::{Decision, Quota};
+pub use gcra::{Decision, Gcra, Quota, decide, next_unit};
 pub use key::{ClientIp, ForwardedHeader, RateKey, TrustedProxies, client_ip};
 pub use layer::{
     Limit, RATELIMIT, RATELIMIT_POLICY, RateLimit, RateLimitLayer, RateLimitUnavailable,
     RateLimited, ResponseFuture, Scope,
 };
-pub use memory::{KeyParts, MemoryStore};
+pub use memory::{DEFAULT_MAX_KEYS, KeyBuilder, KeyHash, KeyParts, MemoryStore};
 #[cfg(feature = "redis")]
 pub use redis::{OnStoreError, RedisStore, StoreError};
