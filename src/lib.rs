@@ -100,6 +100,7 @@ pub mod keys;
 mod net;
 #[cfg(feature = "policy")]
 pub mod policy;
+pub mod prelude;
 pub mod propagate;
 pub mod rate_limit;
 pub mod reject;

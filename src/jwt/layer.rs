@@ -6,7 +6,7 @@ use tower_layer::Layer;
 
 use super::error::Challenges;
 use super::service::JwtAuth;
-use super::{Identity, JwtError, Validator};
+use super::{Identity, Issuer, JwtError, Validator};
 use crate::error::ConfigError;
 use crate::reject::DefaultRejection;
 use crate::route::Routes;
@@ -90,6 +90,14 @@ impl JwtAuthLayer {
             optional: false,
             routes: None,
         }
+    }
+}
+
+impl JwtAuthLayer {
+    /// A layer for tokens of one `issuer`, with a validator of default settings (see
+    /// [`Validator::builder`] for several issuers, a clock or the cache's size).
+    pub fn for_issuer(issuer: Issuer) -> Result<Self, ConfigError> {
+        Ok(Self::new(Validator::builder().issuer(issuer).build()?))
     }
 }
 

@@ -105,6 +105,29 @@ impl Issuer {
         }
     }
 
+    /// An issuer whose keys are the JWKS at `url`, fetched now (and retried with backoff) and
+    /// then refreshed in the background, as [`RemoteJwks`](crate::keys::RemoteJwks) with its
+    /// default options does; use [`RemoteJwks::builder`](crate::keys::RemoteJwks::builder) and
+    /// [`Issuer::new`] for other options. Feature `jwks`.
+    #[cfg(feature = "jwks")]
+    pub async fn jwks_url(
+        issuer: impl Into<Box<str>>,
+        url: impl Into<String>,
+    ) -> Result<Self, crate::keys::JwksError> {
+        let keys = crate::keys::RemoteJwks::builder(url).build().await?;
+        Ok(Self::new(issuer, keys))
+    }
+
+    /// An issuer whose keys are found by OpenID Connect discovery from `issuer` (see
+    /// [`RemoteJwks::discover`](crate::keys::RemoteJwks::discover)), with default options.
+    /// Feature `jwks`.
+    #[cfg(feature = "jwks")]
+    pub async fn discovered(issuer: &str) -> Result<Self, crate::keys::JwksError> {
+        let options = crate::keys::RemoteJwks::builder("");
+        let keys = crate::keys::RemoteJwks::discover(issuer, options).await?;
+        Ok(Self::new(issuer, keys))
+    }
+
     /// The audiences accepted: a token passes if any of its `aud` values is one of them. An
     /// empty list accepts any audience (and none).
     pub fn audiences<I, S>(mut self, audiences: I) -> Self

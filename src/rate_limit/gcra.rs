@@ -33,6 +33,37 @@ impl fmt::Debug for Quota {
     }
 }
 
+/// A count of units for a [`Quota`]: an integer (`Quota::per_minute(100)`) or a
+/// [`NonZeroU32`]. Sealed.
+///
+/// # Panics
+///
+/// A quota admits at least one unit: 0 panics where it is turned into one (a constant in the
+/// program, like `NonZeroU32::new(0).unwrap()`; for a count read at run time, check it or use
+/// [`Quota::new`]).
+pub trait QuotaCount: sealed::Sealed {
+    /// The count, not zero.
+    fn nonzero(self) -> NonZeroU32;
+}
+
+impl QuotaCount for u32 {
+    fn nonzero(self) -> NonZeroU32 {
+        NonZeroU32::new(self).expect("a quota's count is at least 1")
+    }
+}
+
+impl QuotaCount for NonZeroU32 {
+    fn nonzero(self) -> NonZeroU32 {
+        self
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for u32 {}
+    impl Sealed for std::num::NonZeroU32 {}
+}
+
 impl Quota {
     /// `count` per `period`, with a burst of `count` (a full window at once). `None` when the
     /// period is zero or too short to give each cell at least a nanosecond.
@@ -49,23 +80,48 @@ impl Quota {
     }
 
     /// `count` per second.
-    pub fn per_second(count: NonZeroU32) -> Self {
-        Self::new(count, Duration::from_secs(1)).expect("a second holds a billion nanoseconds")
+    ///
+    /// ```
+    /// use portcullis::rate_limit::Quota;
+    ///
+    /// let quota = Quota::per_second(10).burst(20);
+    /// assert_eq!((quota.count(), quota.burst_size()), (10, 20));
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// On a count of 0 (see [`QuotaCount`]), or of more than a billion (a cell each
+    /// nanosecond is the finest the clock counts).
+    pub fn per_second(count: impl QuotaCount) -> Self {
+        Self::new(count.nonzero(), Duration::from_secs(1))
+            .expect("at most a billion per second: a cell each nanosecond")
     }
 
     /// `count` per minute.
-    pub fn per_minute(count: NonZeroU32) -> Self {
-        Self::new(count, Duration::from_secs(60)).expect("a minute is long enough")
+    ///
+    /// # Panics
+    ///
+    /// On a count of 0 (see [`QuotaCount`]).
+    pub fn per_minute(count: impl QuotaCount) -> Self {
+        Self::new(count.nonzero(), Duration::from_secs(60)).expect("a minute is long enough")
     }
 
     /// `count` per hour.
-    pub fn per_hour(count: NonZeroU32) -> Self {
-        Self::new(count, Duration::from_secs(3600)).expect("an hour is long enough")
+    ///
+    /// # Panics
+    ///
+    /// On a count of 0 (see [`QuotaCount`]).
+    pub fn per_hour(count: impl QuotaCount) -> Self {
+        Self::new(count.nonzero(), Duration::from_secs(3600)).expect("an hour is long enough")
     }
 
     /// Sets the burst: how many units a full key admits at once.
-    pub fn burst(mut self, burst: NonZeroU32) -> Self {
-        self.burst = burst;
+    ///
+    /// # Panics
+    ///
+    /// On a burst of 0 (see [`QuotaCount`]).
+    pub fn burst(mut self, burst: impl QuotaCount) -> Self {
+        self.burst = burst.nonzero();
         self
     }
 

@@ -127,6 +127,28 @@ impl Limit {
         Ok(limit)
     }
 
+    /// `quota` for each verified subject (`claim:sub`), in memory, named `per-subject`. A
+    /// request without an identity is counted by the layer's
+    /// [`anonymous`](RateLimitLayer::anonymous) key (the client IP by default).
+    ///
+    /// ```
+    /// use portcullis::rate_limit::{Limit, Quota};
+    ///
+    /// let limit = Limit::per_subject(Quota::per_minute(100));
+    /// assert_eq!(limit.name(), "per-subject");
+    /// ```
+    pub fn per_subject(quota: Quota) -> Self {
+        let sub = "sub".parse().expect("`sub` is a claim path");
+        Self::new("per-subject", RateKey::Claim(sub), quota).expect("the name is a token")
+    }
+
+    /// `quota` for each client IP (the connection's peer: see [`ClientIp`](super::ClientIp)
+    /// and [`Limit::new`] to believe a proxy's header), in memory, named `per-client-ip`.
+    pub fn per_client_ip(quota: Quota) -> Self {
+        Self::new("per-client-ip", RateKey::Ip(Default::default()), quota)
+            .expect("the name is a token")
+    }
+
     /// Where the limit applies (default: every request); route indices refer to the layer's
     /// [`routes`](RateLimitLayer::routes).
     pub fn scope(mut self, scope: Scope) -> Self {

@@ -31,7 +31,7 @@ mod memory;
 mod redis;
 
 pub use crate::net::{IpNet, PeerAddr};
-pub use gcra::{Decision, Gcra, Quota, decide, next_unit};
+pub use gcra::{Decision, Gcra, Quota, QuotaCount, decide, next_unit};
 pub use key::{ClientIp, ForwardedHeader, RateKey, TrustedProxies, client_ip};
 pub use layer::{
     Limit, RATELIMIT, RATELIMIT_POLICY, RateLimit, RateLimitLayer, RateLimitUnavailable,
