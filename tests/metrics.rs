@@ -125,6 +125,29 @@ async fn counters_and_histogram_reach_the_recorder() {
         1.0
     );
 
+    // Every limit is counted, the ninth too.
+    let nine = RateLimitLayer::new((0..9).map(|i| {
+        Limit::new(
+            &format!("m{i}"),
+            "global".parse().unwrap(),
+            Quota::per_hour(n(60)),
+        )
+        .unwrap()
+    }))
+    .layer(service_fn(|_: Request<String>| async {
+        Ok::<_, Infallible>(Response::new(String::new()))
+    }));
+    let response = nine
+        .oneshot(Request::get("/").body(String::new()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = handle.render();
+    for i in [0, 8] {
+        let line = format!(r#"portcullis_rate_limit_total{{limit="m{i}",result="admitted"}}"#);
+        assert_eq!(sample(&text, &line), Some(1.0), "{line}");
+    }
+
     #[cfg(feature = "jwks")]
     {
         use common::jwks_server::{JwksServer, Mode};

@@ -330,7 +330,16 @@ fn refunds_reach_every_earlier_limit_however_many() {
         .collect();
     limits.push(Limit::new("tight", "global".parse().unwrap(), Quota::per_minute(n(1))).unwrap());
     let layer = RateLimitLayer::new(limits).clock(manual());
-    assert_eq!(send(&layer, None, None, &[]).status, StatusCode::OK);
+    let first = send(&layer, None, None, &[]);
+    assert_eq!(first.status, StatusCode::OK);
+    // Every limit is reported, the ninth and tenth too.
+    assert_eq!(first.policy.len(), 10, "{:?}", first.policy);
+    assert_eq!(first.ratelimit.len(), 10, "{:?}", first.ratelimit);
+    assert!(
+        first.ratelimit[9].starts_with(r#""tight";r=0;"#),
+        "{:?}",
+        first.ratelimit
+    );
     let mut last = None;
     for _ in 0..5 {
         let sent = send(&layer, None, None, &[]);
@@ -344,6 +353,7 @@ fn refunds_reach_every_earlier_limit_however_many() {
         "{:?}",
         last.ratelimit
     );
+    assert_eq!(last.ratelimit.len(), 10, "{:?}", last.ratelimit);
     assert_eq!(last.limited.unwrap().limit.as_ref(), "tight");
 }
 

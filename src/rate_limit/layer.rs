@@ -396,15 +396,59 @@ impl<R> RateLimitLayer<R> {
     }
 }
 
-/// How many limits the `RateLimit` headers report (the first ones configured).
-const REPORTED: usize = 8;
-
 /// One limit's outcome for a request.
 #[derive(Clone, Copy)]
 struct Outcome {
     limit: usize,
     tier: usize,
     decision: Decision,
+}
+
+/// How many limits' outcomes a request keeps without a heap allocation.
+const INLINE: usize = 8;
+
+/// Each limit's outcome for one request, by the limit's index: inline for up to [`INLINE`]
+/// limits, on the heap for more. Every limit is reported, however many there are.
+#[derive(Clone)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "the inline variant is the point: no allocation for up to 8 limits"
+)]
+enum Outcomes {
+    Inline([Option<Outcome>; INLINE]),
+    Heap(Box<[Option<Outcome>]>),
+}
+
+impl Outcomes {
+    /// Room for `limits` outcomes.
+    fn for_limits(limits: usize) -> Self {
+        if limits <= INLINE {
+            Outcomes::Inline([None; INLINE])
+        } else {
+            Outcomes::Heap(vec![None; limits].into_boxed_slice())
+        }
+    }
+
+    fn slots(&mut self) -> &mut [Option<Outcome>] {
+        match self {
+            Outcomes::Inline(slots) => slots,
+            Outcomes::Heap(slots) => slots,
+        }
+    }
+
+    fn set(&mut self, outcome: Outcome) {
+        if let Some(slot) = self.slots().get_mut(outcome.limit) {
+            *slot = Some(outcome);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Outcome> {
+        let slots: &[Option<Outcome>] = match self {
+            Outcomes::Inline(slots) => slots,
+            Outcomes::Heap(slots) => slots,
+        };
+        slots.iter().flatten()
+    }
 }
 
 impl Config {
@@ -455,11 +499,7 @@ impl Config {
     /// Decides a request against in-memory limits: every limit in order; on a denial the
     /// earlier charges are refunded. Returns the denying outcome. Does not allocate for known
     /// keys.
-    fn decide<B>(
-        &self,
-        request: &Request<B>,
-        outcomes: &mut [Option<Outcome>; REPORTED],
-    ) -> Option<Outcome> {
+    fn decide<B>(&self, request: &Request<B>, outcomes: &mut Outcomes) -> Option<Outcome> {
         let route = self.route(request);
         let index = route.map(|(i, _)| i);
         let view = RequestView::of(request, route.map(|(_, pattern)| pattern));
@@ -480,9 +520,7 @@ impl Config {
                 tier,
                 decision,
             };
-            if let Some(slot) = outcomes.get_mut(i) {
-                *slot = Some(outcome);
-            }
+            outcomes.set(outcome);
             if !decision.allowed {
                 // Every earlier limit admitted, so each was charged: take those charges back.
                 // Keys are recomputed (a hash, no allocation) on this, the denial path.
@@ -504,9 +542,9 @@ impl Config {
 
     /// Counts what each limit did with a request (feature `metrics`).
     #[cfg(feature = "metrics")]
-    fn count(&self, outcomes: &[Option<Outcome>; REPORTED], denied: Option<&Outcome>) {
+    fn count(&self, outcomes: &Outcomes) {
         use crate::telemetry::LimitResult;
-        for outcome in outcomes.iter().flatten() {
+        for outcome in outcomes.iter() {
             let limit = &self.limits[outcome.limit];
             let result = match (outcome.decision.allowed, self.shadow) {
                 (true, _) => LimitResult::Admitted,
@@ -514,14 +552,6 @@ impl Config {
                 (false, true) => LimitResult::ShadowDenied,
             };
             limit.counters.count(&limit.name, result);
-        }
-        if let Some(outcome) = denied
-            && outcomes.get(outcome.limit).is_none()
-        {
-            let limit = &self.limits[outcome.limit];
-            limit
-                .counters
-                .count(&limit.name, crate::telemetry::LimitResult::Denied);
         }
     }
 
@@ -567,8 +597,8 @@ impl Config {
         HeaderValue::from_bytes(&buf[..len]).ok()
     }
 
-    fn add_headers(&self, headers: &mut http::HeaderMap, outcomes: &[Option<Outcome>; REPORTED]) {
-        for outcome in outcomes.iter().flatten() {
+    fn add_headers(&self, headers: &mut http::HeaderMap, outcomes: &Outcomes) {
+        for outcome in outcomes.iter() {
             let limit = &self.limits[outcome.limit];
             if let Some(policy) = limit.policies.get(outcome.tier) {
                 headers.append(RATELIMIT_POLICY.clone(), policy.clone());
@@ -632,7 +662,7 @@ impl<S: fmt::Debug, R> fmt::Debug for RateLimit<S, R> {
 
 /// The outcome of the checks of a request with shared-store limits: the outcomes and the
 /// denying one, or `None` when a store failed closed.
-type Checked = Option<([Option<Outcome>; REPORTED], Option<Outcome>)>;
+type Checked = Option<(Outcomes, Option<Outcome>)>;
 
 pin_project! {
     /// The response future of [`RateLimit`]: the checks (only with a shared store), then the
@@ -644,7 +674,7 @@ pin_project! {
         #[pin]
         state: State<S, ReqBody, ResBody, R>,
         config: Arc<Config>,
-        outcomes: [Option<Outcome>; REPORTED],
+        outcomes: Outcomes,
     }
 }
 
@@ -706,9 +736,9 @@ where
                             Some(respond(&**rejection, refusal, RateLimitUnavailable))
                         }
                         Some((outcomes, denied)) => {
-                            *this.outcomes = outcomes;
                             #[cfg(feature = "metrics")]
-                            this.config.count(&outcomes, denied.as_ref());
+                            this.config.count(&outcomes);
+                            *this.outcomes = outcomes;
                             this.config.rejection(&**rejection, headers, denied)
                         }
                     };
@@ -787,7 +817,7 @@ impl Config {
             .collect();
         let config = Arc::clone(self);
         Box::pin(async move {
-            let mut outcomes = [None; REPORTED];
+            let mut outcomes = Outcomes::for_limits(config.limits.len());
             let mut charged: Vec<usize> = Vec::new();
             for (n, (i, tier, key)) in plan.iter().enumerate() {
                 let limit = &config.limits[*i];
@@ -823,9 +853,7 @@ impl Config {
                     tier: *tier,
                     decision,
                 };
-                if let Some(slot) = outcomes.get_mut(*i) {
-                    *slot = Some(outcome);
-                }
+                outcomes.set(outcome);
                 if !decision.allowed {
                     config.refund(&plan, &charged, now, cost).await;
                     return Some((outcomes, Some(outcome)));
@@ -890,14 +918,14 @@ where
                     inner: Some(inner),
                     rejection: Arc::clone(&self.rejection),
                 },
+                outcomes: Outcomes::for_limits(0),
                 config,
-                outcomes: [None; REPORTED],
             };
         }
-        let mut outcomes = [None; REPORTED];
+        let mut outcomes = Outcomes::for_limits(config.limits.len());
         let denied = config.decide(&request, &mut outcomes);
         #[cfg(feature = "metrics")]
-        config.count(&outcomes, denied.as_ref());
+        config.count(&outcomes);
         let state = match config.rejection(&*self.rejection, request.headers(), denied) {
             Some(response) => State::Done {
                 response: Some(response),
