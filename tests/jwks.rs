@@ -232,6 +232,46 @@ async fn an_unknown_kid_storm_causes_exactly_one_fetch() {
     eprintln!("fetches under 1 000 concurrent unknown-kid requests: 1 (plus the start-up fetch)");
 }
 
+/// The unknown-kid throttle reads the clock it is given, not the wall: a manual clock that
+/// does not move keeps the throttle shut, and moving it past the interval opens it once.
+#[tokio::test]
+async fn the_unknown_kid_throttle_runs_on_the_injected_clock() {
+    let server = JwksServer::start(jwks(&[Alg::RS256])).await;
+    let manual = clock();
+    let keys = RemoteJwks::builder(server.jwks_url())
+        .unknown_kid_interval(Duration::from_secs(30))
+        .clock(manual.clone())
+        .build()
+        .await
+        .unwrap();
+    let validator = validator_for(&server.issuer(), keys.clone());
+    let unknown = |kid: &str| {
+        mint_raw(
+            Alg::ES256,
+            &format!(r#"{{"alg":"ES256","kid":"{kid}"}}"#),
+            claims_for(&server.issuer(), "x").to_string().as_bytes(),
+        )
+    };
+    let (first, second) = (unknown("one"), unknown("two"));
+    assert_eq!(
+        validator.validate(first.as_bytes()).unwrap_err(),
+        JwtError::UnknownKid
+    );
+    eventually("the refetch", || keys.fetches() == 2).await;
+    // A minute of wall time is not what counts: the manual clock has not moved.
+    for _ in 0..100 {
+        let _ = validator.validate(second.as_bytes());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(keys.fetches(), 2, "the throttle holds while the clock stands");
+    manual.advance(Duration::from_secs(30));
+    let _ = validator.validate(second.as_bytes());
+    eventually("the next refetch", || keys.fetches() == 3).await;
+    let _ = validator.validate(second.as_bytes());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(keys.fetches(), 3, "one refetch per interval");
+}
+
 #[tokio::test]
 async fn background_refresh_follows_the_interval_and_cache_control() {
     let server = JwksServer::start(jwks(&[Alg::RS256])).await;

@@ -9,23 +9,29 @@
 //! response keeps the last good set (stale-if-error); one malformed key in a set skips that
 //! key, not the set.
 
+mod cache_control;
+mod discovery;
+mod error;
+mod fetch;
+mod schedule;
+mod url;
+
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::{
-    ACCEPT, CACHE_CONTROL, CONTENT_LENGTH, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED,
-};
-use http::{HeaderValue, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http::{HeaderValue, Uri};
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
+
+use discovery::Discovery;
+pub use error::JwksError;
+use fetch::{Fetched, Fetcher};
+use schedule::{Backoff, KidThrottle, next_refresh};
+use url::check_url;
+
+use crate::clock::{Clock, MonotonicClock};
 
 use super::jwk::{Trust, parse_jwks_lenient};
 use super::{KeySet, KeySource, KeysUnavailable};
@@ -42,77 +48,6 @@ pub enum Startup {
     StartEmpty,
 }
 
-/// Why a fetch or a discovery failed. Messages never contain key material.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum JwksError {
-    /// The URL cannot be used.
-    #[error("invalid URL {0:?}")]
-    InvalidUrl(String),
-    /// A plain-HTTP URL to a host other than loopback, without `allow_http`.
-    #[error("refusing plain HTTP to {0:?}: key sets must come over HTTPS")]
-    InsecureUrl(String),
-    /// The connection failed.
-    #[error("cannot fetch {url}: {reason}")]
-    Connect {
-        /// The URL.
-        url: String,
-        /// Why.
-        reason: String,
-    },
-    /// The server did not answer in time.
-    #[error("fetching {0} timed out")]
-    Timeout(String),
-    /// The server answered with an error status.
-    #[error("fetching {url} answered {status}")]
-    Status {
-        /// The URL.
-        url: String,
-        /// The status.
-        status: u16,
-    },
-    /// The body is larger than the cap.
-    #[error("the response from {url} is larger than {limit} bytes")]
-    TooLarge {
-        /// The URL.
-        url: String,
-        /// The cap.
-        limit: usize,
-    },
-    /// The body is not a usable document.
-    #[error("the document from {url} is malformed: {reason}")]
-    Malformed {
-        /// The URL.
-        url: String,
-        /// Why.
-        reason: String,
-    },
-    /// A discovery document names another issuer than the configured one.
-    #[error("discovery document of {expected:?} names issuer {found:?}")]
-    IssuerMismatch {
-        /// The configured issuer.
-        expected: String,
-        /// The document's `issuer`.
-        found: String,
-    },
-}
-
-impl JwksError {
-    /// A stable reason code for events and metrics.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            JwksError::InvalidUrl(_) => "invalid_url",
-            JwksError::InsecureUrl(_) => "insecure_url",
-            JwksError::Connect { .. } => "connect",
-            JwksError::Timeout(_) => "timeout",
-            JwksError::Status { .. } => "status",
-            JwksError::TooLarge { .. } => "too_large",
-            JwksError::Malformed { .. } => "malformed",
-            JwksError::IssuerMismatch { .. } => "issuer_mismatch",
-        }
-    }
-}
-
 /// The defaults, and the bounds a server's `Cache-Control: max-age` is held within.
 #[derive(Debug, Clone)]
 struct Options {
@@ -125,6 +60,18 @@ struct Options {
     startup: Startup,
     startup_attempts: u32,
     allow_http: bool,
+    /// The clock the unknown-kid throttle reads.
+    clock: ClockHandle,
+}
+
+/// The injected clock, in options that are printed.
+#[derive(Clone)]
+struct ClockHandle(Arc<dyn Clock>);
+
+impl fmt::Debug for ClockHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Clock")
+    }
 }
 
 impl Default for Options {
@@ -139,201 +86,8 @@ impl Default for Options {
             startup: Startup::RequireKeys,
             startup_attempts: 5,
             allow_http: false,
+            clock: ClockHandle(Arc::new(MonotonicClock::new())),
         }
-    }
-}
-
-type HttpsClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
-
-/// An HTTP(S) client for key sets: rustls with ring and the webpki roots, HTTP/1.
-#[derive(Clone)]
-struct Fetcher {
-    client: HttpsClient,
-    timeout: Duration,
-    max_body: usize,
-}
-
-/// A fetched document, or `Not Modified`.
-enum Fetched {
-    NotModified {
-        max_age: Option<Duration>,
-    },
-    Body {
-        body: Bytes,
-        etag: Option<HeaderValue>,
-        last_modified: Option<HeaderValue>,
-        max_age: Option<Duration>,
-    },
-}
-
-impl Fetcher {
-    fn new(options: &Options) -> Self {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(provider)
-            .expect("ring supports the default protocol versions")
-            .https_or_http()
-            .enable_http1()
-            .build();
-        Self {
-            // One fetch every few minutes gains nothing from a pool; a pooled connection would
-            // also hide a server that stopped accepting new ones.
-            client: Client::builder(TokioExecutor::new())
-                .pool_max_idle_per_host(0)
-                .build(connector),
-            timeout: options.timeout,
-            max_body: options.max_body,
-        }
-    }
-
-    async fn get(
-        &self,
-        url: &Uri,
-        etag: Option<&HeaderValue>,
-        last_modified: Option<&HeaderValue>,
-    ) -> Result<Fetched, JwksError> {
-        let name = url.to_string();
-        tokio::time::timeout(self.timeout, self.get_inner(url, etag, last_modified))
-            .await
-            .unwrap_or(Err(JwksError::Timeout(name)))
-    }
-
-    async fn get_inner(
-        &self,
-        url: &Uri,
-        etag: Option<&HeaderValue>,
-        last_modified: Option<&HeaderValue>,
-    ) -> Result<Fetched, JwksError> {
-        let name = || url.to_string();
-        let mut request =
-            Request::get(url.clone()).header(ACCEPT, "application/jwk-set+json, application/json");
-        if let Some(etag) = etag {
-            request = request.header(IF_NONE_MATCH, etag);
-        }
-        if let Some(last_modified) = last_modified {
-            request = request.header(IF_MODIFIED_SINCE, last_modified);
-        }
-        let request = request
-            .body(Empty::new())
-            .map_err(|e| JwksError::InvalidUrl(e.to_string()))?;
-        let response = self
-            .client
-            .request(request)
-            .await
-            .map_err(|e| JwksError::Connect {
-                url: name(),
-                reason: error_chain(&e),
-            })?;
-        let max_age = max_age(response.headers().get(CACHE_CONTROL));
-        match response.status() {
-            StatusCode::NOT_MODIFIED => return Ok(Fetched::NotModified { max_age }),
-            StatusCode::OK => {}
-            status => {
-                return Err(JwksError::Status {
-                    url: name(),
-                    status: status.as_u16(),
-                });
-            }
-        }
-        let too_large = || JwksError::TooLarge {
-            url: name(),
-            limit: self.max_body,
-        };
-        let declared = response
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > self.max_body as u64) {
-            return Err(too_large());
-        }
-        let etag = response.headers().get(ETAG).cloned();
-        let last_modified = response.headers().get(LAST_MODIFIED).cloned();
-        let body = Limited::new(response.into_body(), self.max_body)
-            .collect()
-            .await
-            .map_err(|e| {
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some()
-                {
-                    too_large()
-                } else {
-                    JwksError::Connect {
-                        url: name(),
-                        reason: e.to_string(),
-                    }
-                }
-            })?
-            .to_bytes();
-        Ok(Fetched::Body {
-            body,
-            etag,
-            last_modified,
-            max_age,
-        })
-    }
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
-}
-
-/// `max-age` from a `Cache-Control` value; `no-cache`/`no-store` read as 0.
-fn max_age(value: Option<&HeaderValue>) -> Option<Duration> {
-    let value = value?.to_str().ok()?;
-    let mut found = None;
-    for directive in value.split(',') {
-        let directive = directive.trim();
-        if directive.eq_ignore_ascii_case("no-cache") || directive.eq_ignore_ascii_case("no-store")
-        {
-            return Some(Duration::ZERO);
-        }
-        let Some((name, secs)) = directive.split_once('=') else {
-            continue;
-        };
-        if name.trim().eq_ignore_ascii_case("max-age") {
-            found = secs
-                .trim()
-                .trim_matches('"')
-                .parse::<u64>()
-                .ok()
-                .map(Duration::from_secs);
-        }
-    }
-    found
-}
-
-/// Checks a key-set or discovery URL: HTTPS, or plain HTTP to loopback (or anywhere, when
-/// allowed).
-fn check_url(url: &str, allow_http: bool) -> Result<Uri, JwksError> {
-    let uri: Uri = url
-        .parse()
-        .map_err(|_| JwksError::InvalidUrl(url.to_owned()))?;
-    let host = uri
-        .host()
-        .ok_or_else(|| JwksError::InvalidUrl(url.to_owned()))?;
-    match uri.scheme_str() {
-        Some("https") => Ok(uri),
-        Some("http") => {
-            let bare = host.trim_start_matches('[').trim_end_matches(']');
-            let loopback = bare == "localhost"
-                || bare
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback());
-            if loopback || allow_http {
-                Ok(uri)
-            } else {
-                Err(JwksError::InsecureUrl(url.to_owned()))
-            }
-        }
-        _ => Err(JwksError::InvalidUrl(url.to_owned())),
     }
 }
 
@@ -356,18 +110,9 @@ struct Shared {
     /// The last 200's `ETag`, `Last-Modified` and `max-age`, for conditional requests.
     validators: RwLock<Validators>,
     wake: Notify,
-    /// Nanoseconds since `epoch` of the last unknown-kid refetch; `u64::MAX` for never.
-    last_kid_refetch: AtomicU64,
-    epoch: Instant,
+    /// One refetch per interval for unknown key ids.
+    kid_throttle: KidThrottle,
     fetches: AtomicU64,
-}
-
-/// Where a discovered key set is announced.
-struct Discovery {
-    /// The issuer the metadata must name.
-    issuer: String,
-    /// The metadata document's URL.
-    metadata: Uri,
 }
 
 /// The key set's URL for events; the metadata document's while discovery has not found it.
@@ -390,11 +135,6 @@ impl Shared {
         if let Some(url) = self.url.get() {
             return Ok(url);
         }
-        #[derive(serde::Deserialize)]
-        struct Metadata {
-            issuer: String,
-            jwks_uri: String,
-        }
         let Some(discovery) = &self.discovery else {
             // Not built so: a source has its URL or finds it by discovery.
             return Err(JwksError::InvalidUrl(String::new()));
@@ -407,22 +147,7 @@ impl Shared {
                 reason: "not modified".into(),
             });
         };
-        let metadata: Metadata =
-            serde_json::from_slice(&body).map_err(|e| JwksError::Malformed {
-                url,
-                reason: format!(
-                    "not a metadata document (line {} column {})",
-                    e.line(),
-                    e.column()
-                ),
-            })?;
-        if metadata.issuer != discovery.issuer {
-            return Err(JwksError::IssuerMismatch {
-                expected: discovery.issuer.clone(),
-                found: metadata.issuer,
-            });
-        }
-        let found = check_url(&metadata.jwks_uri, self.options.allow_http)?;
+        let found = discovery.jwks_uri(&url, &body, self.options.allow_http)?;
         tracing::info!(target: "portcullis::jwks", issuer = %discovery.issuer, url = %found,
             "key set found by discovery");
         Ok(self.url.get_or_init(|| found))
@@ -488,9 +213,12 @@ impl Shared {
             }
         };
         let options = &self.options;
-        Ok(max_age
-            .unwrap_or(options.refresh_interval)
-            .clamp(options.min_refresh_interval, options.max_refresh_interval))
+        Ok(next_refresh(
+            max_age,
+            options.refresh_interval,
+            options.min_refresh_interval,
+            options.max_refresh_interval,
+        ))
     }
 
     fn install(&self, body: &[u8]) -> Result<(), JwksError> {
@@ -539,7 +267,7 @@ impl Shared {
     }
 
     async fn run(self: Arc<Self>, mut delay: Duration) {
-        let mut backoff = Duration::from_secs(1);
+        let mut backoff = Backoff::new(Duration::from_secs(1), self.options.refresh_interval);
         loop {
             let woken = self.wake.notified();
             tokio::select! {
@@ -548,14 +276,10 @@ impl Shared {
             }
             delay = match self.refresh_reported().await {
                 Ok(next) => {
-                    backoff = Duration::from_secs(1);
+                    backoff.reset();
                     next
                 }
-                Err(_) => {
-                    let retry = backoff.min(self.options.refresh_interval);
-                    backoff = (backoff * 2).min(self.options.refresh_interval);
-                    retry
-                }
+                Err(_) => backoff.failed(),
             };
         }
     }
@@ -662,6 +386,13 @@ impl RemoteJwksBuilder {
         self
     }
 
+    /// The clock the unknown-kid throttle reads (default: a [`MonotonicClock`]). The
+    /// scheduled refreshes run on the runtime's timer (`tokio::time`, which a test can pause).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.options.clock = ClockHandle(Arc::new(clock));
+        self
+    }
+
     /// Allows plain HTTP to hosts other than loopback. Off by default: a key set fetched over
     /// plain HTTP can be replaced by anyone on the path.
     pub fn allow_http(mut self) -> Self {
@@ -690,18 +421,16 @@ impl RemoteJwksBuilder {
             keys: RwLock::new(None),
             validators: RwLock::default(),
             wake: Notify::new(),
-            last_kid_refetch: AtomicU64::new(u64::MAX),
-            epoch: Instant::now(),
+            kid_throttle: KidThrottle::new(self.options.unknown_kid_interval),
             fetches: AtomicU64::new(0),
             options: self.options,
         });
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let mut last_error = None;
         let mut delay = shared.options.refresh_interval;
         for attempt in 0..shared.options.startup_attempts {
             if attempt > 0 {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                tokio::time::sleep(backoff.failed()).await;
             }
             match shared.refresh().await {
                 Ok(next) => {
@@ -812,59 +541,10 @@ impl KeySource for RemoteJwks {
 
     fn unknown_kid(&self, kid: &str) {
         let shared = &self.shared;
-        let now = u64::try_from(shared.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
-        let interval =
-            u64::try_from(shared.options.unknown_kid_interval.as_nanos()).unwrap_or(u64::MAX);
-        let last = shared.last_kid_refetch.load(Ordering::Acquire);
-        if last != u64::MAX && now.saturating_sub(last) < interval {
-            return;
-        }
-        // Only the caller that moves the timestamp wakes the fetcher: one fetch per interval.
-        if shared
-            .last_kid_refetch
-            .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
+        // Only the caller that takes the turn wakes the fetcher: one fetch per interval.
+        if shared.kid_throttle.take_turn(shared.options.clock.0.now()) {
             tracing::debug!(target: "portcullis::jwks", url = %Location(shared), kid, "unknown key id: refetching");
             shared.wake.notify_one();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cache_control() {
-        let v = |s: &'static str| Some(HeaderValue::from_static(s));
-        assert_eq!(
-            max_age(v("public, max-age=600").as_ref()),
-            Some(Duration::from_secs(600))
-        );
-        assert_eq!(
-            max_age(v("MAX-AGE=\"60\"").as_ref()),
-            Some(Duration::from_secs(60))
-        );
-        assert_eq!(max_age(v("no-store").as_ref()), Some(Duration::ZERO));
-        assert_eq!(max_age(v("max-age=x").as_ref()), None);
-        assert_eq!(max_age(None), None);
-    }
-
-    #[test]
-    fn urls() {
-        assert!(check_url("https://login.example.com/keys", false).is_ok());
-        assert!(check_url("http://127.0.0.1:8080/keys", false).is_ok());
-        assert!(check_url("http://[::1]:8080/keys", false).is_ok());
-        assert!(check_url("http://localhost/keys", false).is_ok());
-        assert_eq!(
-            check_url("http://login.example.com/keys", false)
-                .unwrap_err()
-                .reason(),
-            "insecure_url"
-        );
-        assert!(check_url("http://login.example.com/keys", true).is_ok());
-        assert!(check_url("ftp://x/keys", true).is_err());
-        assert!(check_url("/keys", true).is_err());
     }
 }
