@@ -263,7 +263,11 @@ async fn the_unknown_kid_throttle_runs_on_the_injected_clock() {
         let _ = validator.validate(second.as_bytes());
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(keys.fetches(), 2, "the throttle holds while the clock stands");
+    assert_eq!(
+        keys.fetches(),
+        2,
+        "the throttle holds while the clock stands"
+    );
     manual.advance(Duration::from_secs(30));
     let _ = validator.validate(second.as_bytes());
     eventually("the next refetch", || keys.fetches() == 3).await;

@@ -384,6 +384,12 @@ fn bad_policies_get_clear_messages() {
         ("[[routes]]\npath = \"/a\"\nauth = \"none\"\nscopes_all = [\"x\"]\n".into(), vec!["auth = \"none\" cannot have rules"]),
         (format!("[assertion]\nkey_file = \"{}/rsa2048.pem\"\n", keys_dir()), vec!["line 1", "must hold an ES256 (P-256) or Ed25519 private key"]),
         (format!("[assertion]\nkey_file = \"{}/p256.pub.pem\"\n", keys_dir()), vec!["must hold an ES256"]),
+        // Identity headers and trusted networks, at the line they are on.
+        ("[[routes]]\npath = \"/a\"\n[upstream_headers]\nx-user = \"sub\"\nauthorization = \"sub\"\n".into(), vec!["line 3", "header authorization cannot carry a claim"]),
+        ("[upstream_headers]\nX-User = \"sub\"\nx-user = \"email\"\n".into(), vec!["line 1", "header x-user is mapped twice"]),
+        ("[upstream_headers]\n\"bad header\" = \"sub\"\n".into(), vec!["line 1", "\"bad header\" is not a header name"]),
+        ("[propagate]\ntrust_request_ids_from = [\"10.0.0.0/8\", \"10.1.2.3/8\"]\n".into(), vec!["line 2, column 26", "has host bits set"]),
+        ("[propagate]\n\ntrust_request_ids_from = [\"nope\"]\n".into(), vec!["line 3", "\"nope\" is not an IP network"]),
         ("not toml at all = = =".into(), vec!["line 1"]),
         ("[propagate]\naudit = false\n".into(), vec!["line 1, column 1", "no [[issuers]]"]),
     ];

@@ -63,144 +63,200 @@ fn kind_name(kind: KeyKind) -> &'static str {
     }
 }
 
+/// Relative paths in a policy are read from the policy file's directory.
+fn in_dir(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// Checks the whole file and builds what needs no network, one section after another; each
+/// error names the line and column of what it is about.
 pub(crate) fn resolve(
     file: &PolicyFile,
     base: &Path,
     at: &Locator<'_>,
 ) -> Result<Resolved, PolicyError> {
-    let path = |p: &str| -> PathBuf {
-        let p = Path::new(p);
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            base.join(p)
-        }
-    };
+    let (keys, algorithms) = issuers(file, base, at)?;
+    let names = limit_names(file, at)?;
+    let (routes, named, unnamed) = routes(file, &names, at)?;
+    let scopes = limit_scopes(file, &names, named, &unnamed, at)?;
+    let mapping = mapping(file, base, at)?;
+    let propagate = propagate(file);
+    // Last, so that a file with other mistakes hears of those first.
+    if file.issuers.is_empty() {
+        return Err(at.error(
+            0..0,
+            "no [[issuers]]: a policy trusts at least one token issuer",
+        ));
+    }
+    Ok(Resolved {
+        keys,
+        algorithms,
+        routes: Routes::new(routes)
+            .path_parameters(file.paths.parameters.0)
+            .path_case(file.paths.case.0),
+        scopes,
+        mapping,
+        propagate,
+    })
+}
 
-    // Issuers: exactly one key source each; algorithms its keys can verify; audiences stated.
+/// `[[issuers]]`: each issuer once, with its audiences stated, exactly one key source and
+/// algorithms its keys can verify. Returns each issuer's keys and algorithms, in order.
+fn issuers(
+    file: &PolicyFile,
+    base: &Path,
+    at: &Locator<'_>,
+) -> Result<(Vec<KeysFrom>, Vec<Vec<Algorithm>>), PolicyError> {
     let mut keys = Vec::new();
     let mut algorithms = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for issuer in &file.issuers {
         let span = issuer.span();
-        let issuer = issuer.get_ref();
-        if !seen.insert(issuer.issuer.clone()) {
+        let section = issuer.get_ref();
+        if !seen.insert(section.issuer.clone()) {
             return Err(at.error(
                 span,
-                format!("issuer {:?} is configured twice", issuer.issuer),
+                format!("issuer {:?} is configured twice", section.issuer),
             ));
         }
-        if issuer.audiences.is_none() {
+        if section.audiences.is_none() {
             return Err(at.error(
                 span,
                 format!(
                     "issuer {:?}: audiences is required (audiences = [] accepts any audience)",
-                    issuer.issuer
+                    section.issuer
                 ),
             ));
         }
-        let keys_span = issuer.keys.span();
-        let section: &KeysSection = issuer.keys.get_ref();
-        let given = [
-            section.jwks_url.is_some(),
-            section.discovery == Some(true),
-            section.jwks_file.is_some(),
-            section.pem_files.is_some(),
-            section.hmac_secret_env.is_some(),
-            section.hmac_secret_file.is_some(),
-        ];
-        if given.iter().filter(|g| **g).count() != 1 {
-            return Err(at.error(
-                keys_span,
-                "keys: set exactly one of jwks_url, discovery = true, jwks_file, pem_files, \
-                 hmac_secret_env, hmac_secret_file",
-            ));
-        }
-        let remote = section.jwks_url.is_some() || section.discovery == Some(true);
-        if section.startup.is_some() && !remote {
-            return Err(at.error(
-                keys_span,
-                "keys.startup applies to jwks_url and discovery only: local keys are read at once",
-            ));
-        }
-        let bad_keys = |e: crate::ConfigError| at.error(keys_span.clone(), format!("keys: {e}"));
-        let from = if let Some(url) = &section.jwks_url {
-            if !cfg!(feature = "jwks") {
-                return Err(at.error(keys_span, "keys.jwks_url needs the crate's jwks feature"));
-            }
-            KeysFrom::JwksUrl(url.clone())
-        } else if section.discovery == Some(true) {
-            if !cfg!(feature = "jwks") {
-                return Err(at.error(keys_span, "keys.discovery needs the crate's jwks feature"));
-            }
-            KeysFrom::Discovery
-        } else if let Some(file) = &section.jwks_file {
-            KeysFrom::Local(KeySet::from_jwks_file(path(file)).map_err(bad_keys)?)
-        } else if let Some(files) = &section.pem_files {
-            let mut all = String::new();
-            for file in files {
-                let text = std::fs::read_to_string(path(file)).map_err(|e| {
-                    at.error(keys_span.clone(), format!("keys: pem file {file:?}: {e}"))
-                })?;
-                all.push_str(&text);
-                all.push('\n');
-            }
-            KeysFrom::Local(KeySet::from_pem(&all).map_err(bad_keys)?)
-        } else if let Some(var) = &section.hmac_secret_env {
-            KeysFrom::Local(KeySet::hmac_from_env(var).map_err(bad_keys)?)
-        } else {
-            let file = section.hmac_secret_file.as_deref().unwrap_or_default();
-            KeysFrom::Local(KeySet::hmac_from_file(path(file)).map_err(bad_keys)?)
+        let from = issuer_keys(&section.keys, base, at)?;
+        let hmac = {
+            let keys = section.keys.get_ref();
+            keys.hmac_secret_env.is_some() || keys.hmac_secret_file.is_some()
         };
-        let hmac = section.hmac_secret_env.is_some() || section.hmac_secret_file.is_some();
-        let allowed: Vec<Algorithm> = match &issuer.algorithms {
-            Some(list) => {
-                let span = list.span();
-                let list: Vec<Algorithm> = list.get_ref().iter().map(|a| a.0).collect();
-                if list.is_empty() {
-                    return Err(at.error(span, "algorithms: name at least one"));
-                }
-                for alg in &list {
-                    let kind = alg.key_kind();
-                    if hmac != (kind == KeyKind::Hmac) {
-                        let source = if hmac {
-                            "an HMAC secret"
-                        } else {
-                            "public keys"
-                        };
-                        return Err(at.error(
-                            span,
-                            format!(
-                                "algorithms: {} needs {}, but this issuer's keys are {source}",
-                                alg.name(),
-                                kind_name(kind)
-                            ),
-                        ));
-                    }
-                }
-                if let KeysFrom::Local(set) = &from
-                    && !hmac
-                    && !list
-                        .iter()
-                        .any(|alg| set.keys().iter().any(|k| k.allows(*alg)))
-                {
-                    return Err(at.error(
-                        span,
-                        "algorithms: none of these can be verified by this issuer's keys",
-                    ));
-                }
-                list
-            }
-            None => Algorithm::ALL
-                .into_iter()
-                .filter(|a| hmac == (a.key_kind() == KeyKind::Hmac))
-                .collect(),
-        };
+        algorithms.push(issuer_algorithms(section, &from, hmac, at)?);
         keys.push(from);
-        algorithms.push(allowed);
     }
+    Ok((keys, algorithms))
+}
 
-    // Rate limits: unique names; each used by a route, or named "default".
+/// An issuer's `keys`: exactly one source; local keys are read now.
+fn issuer_keys(
+    keys: &toml::Spanned<KeysSection>,
+    base: &Path,
+    at: &Locator<'_>,
+) -> Result<KeysFrom, PolicyError> {
+    let span = keys.span();
+    let section = keys.get_ref();
+    let given = [
+        section.jwks_url.is_some(),
+        section.discovery == Some(true),
+        section.jwks_file.is_some(),
+        section.pem_files.is_some(),
+        section.hmac_secret_env.is_some(),
+        section.hmac_secret_file.is_some(),
+    ];
+    if given.iter().filter(|g| **g).count() != 1 {
+        return Err(at.error(
+            span,
+            "keys: set exactly one of jwks_url, discovery = true, jwks_file, pem_files, \
+             hmac_secret_env, hmac_secret_file",
+        ));
+    }
+    let remote = section.jwks_url.is_some() || section.discovery == Some(true);
+    if section.startup.is_some() && !remote {
+        return Err(at.error(
+            span,
+            "keys.startup applies to jwks_url and discovery only: local keys are read at once",
+        ));
+    }
+    let bad_keys = |e: crate::ConfigError| at.error(span.clone(), format!("keys: {e}"));
+    Ok(if let Some(url) = &section.jwks_url {
+        if !cfg!(feature = "jwks") {
+            return Err(at.error(span, "keys.jwks_url needs the crate's jwks feature"));
+        }
+        KeysFrom::JwksUrl(url.clone())
+    } else if section.discovery == Some(true) {
+        if !cfg!(feature = "jwks") {
+            return Err(at.error(span, "keys.discovery needs the crate's jwks feature"));
+        }
+        KeysFrom::Discovery
+    } else if let Some(file) = &section.jwks_file {
+        KeysFrom::Local(KeySet::from_jwks_file(in_dir(base, file)).map_err(bad_keys)?)
+    } else if let Some(files) = &section.pem_files {
+        let mut all = String::new();
+        for file in files {
+            let text = std::fs::read_to_string(in_dir(base, file))
+                .map_err(|e| at.error(span.clone(), format!("keys: pem file {file:?}: {e}")))?;
+            all.push_str(&text);
+            all.push('\n');
+        }
+        KeysFrom::Local(KeySet::from_pem(&all).map_err(bad_keys)?)
+    } else if let Some(var) = &section.hmac_secret_env {
+        KeysFrom::Local(KeySet::hmac_from_env(var).map_err(bad_keys)?)
+    } else {
+        let file = section.hmac_secret_file.as_deref().unwrap_or_default();
+        KeysFrom::Local(KeySet::hmac_from_file(in_dir(base, file)).map_err(bad_keys)?)
+    })
+}
+
+/// An issuer's `algorithms`: each of a kind its keys are (HMAC or public), and, for local
+/// public keys, at least one a key can verify; all of its keys' kind when not given.
+fn issuer_algorithms(
+    section: &super::file::IssuerSection,
+    from: &KeysFrom,
+    hmac: bool,
+    at: &Locator<'_>,
+) -> Result<Vec<Algorithm>, PolicyError> {
+    let Some(list) = &section.algorithms else {
+        return Ok(Algorithm::ALL
+            .into_iter()
+            .filter(|a| hmac == (a.key_kind() == KeyKind::Hmac))
+            .collect());
+    };
+    let span = list.span();
+    let list: Vec<Algorithm> = list.get_ref().iter().map(|a| a.0).collect();
+    if list.is_empty() {
+        return Err(at.error(span, "algorithms: name at least one"));
+    }
+    for alg in &list {
+        let kind = alg.key_kind();
+        if hmac != (kind == KeyKind::Hmac) {
+            let source = if hmac {
+                "an HMAC secret"
+            } else {
+                "public keys"
+            };
+            return Err(at.error(
+                span,
+                format!(
+                    "algorithms: {} needs {}, but this issuer's keys are {source}",
+                    alg.name(),
+                    kind_name(kind)
+                ),
+            ));
+        }
+    }
+    if let KeysFrom::Local(set) = from
+        && !hmac
+        && !list
+            .iter()
+            .any(|alg| set.keys().iter().any(|k| k.allows(*alg)))
+    {
+        return Err(at.error(
+            span,
+            "algorithms: none of these can be verified by this issuer's keys",
+        ));
+    }
+    Ok(list)
+}
+
+/// `[[rate_limits]]` names: each once; a Redis store only with the feature.
+fn limit_names<'f>(file: &'f PolicyFile, at: &Locator<'_>) -> Result<Vec<&'f str>, PolicyError> {
     let mut names: Vec<&str> = Vec::new();
     for limit in &file.rate_limits {
         let name = limit.get_ref().name.get_ref();
@@ -220,11 +276,23 @@ pub(crate) fn resolve(
         }
         names.push(name);
     }
+    Ok(names)
+}
 
-    // Routes, in order; each route's rate limits by name.
+/// `[[routes]]`, in order, and the routes each rate limit is named by (by limit, then the
+/// routes that name none).
+#[expect(
+    clippy::type_complexity,
+    reason = "the routes and two indexes into them"
+)]
+fn routes(
+    file: &PolicyFile,
+    names: &[&str],
+    at: &Locator<'_>,
+) -> Result<(Vec<Route>, Vec<Vec<usize>>, Vec<usize>), PolicyError> {
     let mut routes = Vec::new();
     let mut named: Vec<Vec<usize>> = vec![Vec::new(); names.len()];
-    let mut unnamed_routes = Vec::new();
+    let mut unnamed = Vec::new();
     for (index, route) in file.routes.iter().enumerate() {
         let span = route.span();
         let section = route.get_ref();
@@ -284,17 +352,28 @@ pub(crate) fn resolve(
                     named[i].push(index);
                 }
             }
-            None => unnamed_routes.push(index),
+            None => unnamed.push(index),
         }
         routes.push(built);
     }
+    Ok((routes, named, unnamed))
+}
+
+/// Where each rate limit applies: the routes that name it, and for the one named `default`
+/// also the routes that name none and requests that match no route. A limit no route uses is
+/// a mistake.
+fn limit_scopes(
+    file: &PolicyFile,
+    names: &[&str],
+    named: Vec<Vec<usize>>,
+    unnamed: &[usize],
+    at: &Locator<'_>,
+) -> Result<Vec<Scope>, PolicyError> {
     let mut scopes = Vec::new();
-    for (i, limit) in file.rate_limits.iter().enumerate() {
-        let name = names[i];
-        let mut on = named[i].clone();
-        let is_default = name == "default";
+    for ((limit, name), mut on) in file.rate_limits.iter().zip(names).zip(named) {
+        let is_default = *name == "default";
         if is_default {
-            on.extend(&unnamed_routes);
+            on.extend(unnamed);
             on.sort_unstable();
             on.dedup();
         } else if on.is_empty() {
@@ -308,24 +387,30 @@ pub(crate) fn resolve(
             unmatched: is_default,
         });
     }
+    Ok(scopes)
+}
 
-    // Identity headers and the assertion.
+/// `[upstream_headers]` and `[assertion]`: the claims layer.
+fn mapping(
+    file: &PolicyFile,
+    base: &Path,
+    at: &Locator<'_>,
+) -> Result<MapClaimsLayer, PolicyError> {
+    let (span, headers) = match &file.upstream_headers {
+        Some(headers) => (headers.span(), &headers.get_ref().0[..]),
+        None => (0..0, &[][..]),
+    };
     let mut mapping = MapClaimsLayer::new(
-        file.upstream_headers
+        headers
             .iter()
-            .map(|(header, path)| (header.0.as_str().to_owned(), path.0.to_string())),
+            .map(|(header, path)| (header.as_str().to_owned(), path.to_string())),
     )
-    .map_err(|e| PolicyError::Invalid {
-        origin: String::new(),
-        line: 1,
-        column: 1,
-        message: format!("upstream_headers: {e}"),
-    })?
+    .map_err(|e| at.error(span, format!("upstream_headers: {e}")))?
     .remove_authorization(!file.token.forward);
     if let Some(assertion) = &file.assertion {
         let span = assertion.span();
         let section = assertion.get_ref();
-        let pem = std::fs::read_to_string(path(&section.key_file)).map_err(|e| {
+        let pem = std::fs::read_to_string(in_dir(base, &section.key_file)).map_err(|e| {
             at.error(
                 span.clone(),
                 format!("assertion key_file {:?}: {e}", section.key_file),
@@ -347,8 +432,11 @@ pub(crate) fn resolve(
         }
         mapping = mapping.assertion(signer);
     }
+    Ok(mapping)
+}
 
-    // Propagation.
+/// `[propagate]`: every value was checked as it was read.
+fn propagate(file: &PolicyFile) -> PropagateLayer {
     let section = &file.propagate;
     let mut propagate = PropagateLayer::new()
         .request_id_header(section.request_id.0.clone())
@@ -358,36 +446,10 @@ pub(crate) fn resolve(
         .audit(section.audit)
         .request_context(section.request_context);
     if let Some(networks) = &section.trust_request_ids_from {
-        let networks: Vec<IpNet> = networks
-            .iter()
-            .map(|n| n.parse::<IpNet>())
-            .collect::<Result<_, _>>()
-            .map_err(|e| PolicyError::Invalid {
-                origin: String::new(),
-                line: 1,
-                column: 1,
-                message: format!("propagate.trust_request_ids_from: {e}"),
-            })?;
+        let networks: Vec<IpNet> = networks.iter().map(|n| n.0).collect();
         propagate = propagate.trust_request_ids(TrustIncoming::Peers(networks.into()));
     }
-
-    // Last, so that a file with other mistakes hears of those first.
-    if file.issuers.is_empty() {
-        return Err(at.error(
-            0..0,
-            "no [[issuers]]: a policy trusts at least one token issuer",
-        ));
-    }
-    Ok(Resolved {
-        keys,
-        algorithms,
-        routes: Routes::new(routes)
-            .path_parameters(file.paths.parameters.0)
-            .path_case(file.paths.case.0),
-        scopes,
-        mapping,
-        propagate,
-    })
+    propagate
 }
 
 /// The whole stack a policy describes, as one layer: propagate, authenticate, authorize, map

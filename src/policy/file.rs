@@ -30,8 +30,7 @@ pub(crate) struct PolicyFile {
     pub(crate) routes: Vec<Spanned<RouteSection>>,
     #[serde(default)]
     pub(crate) rate_limits: Vec<Spanned<RateLimitSection>>,
-    #[serde(default)]
-    pub(crate) upstream_headers: BTreeMap<HeaderNameValue, ClaimPathValue>,
+    pub(crate) upstream_headers: Option<Spanned<UpstreamHeaders>>,
     pub(crate) assertion: Option<Spanned<AssertionSection>>,
     #[serde(default)]
     pub(crate) propagate: PropagateSection,
@@ -224,7 +223,7 @@ pub(crate) struct PropagateSection {
     #[serde(default = "yes")]
     pub(crate) sample_new_traces: bool,
     /// CIDRs whose request ids are kept; absent: any client's.
-    pub(crate) trust_request_ids_from: Option<Vec<String>>,
+    pub(crate) trust_request_ids_from: Option<Vec<IpNetValue>>,
     #[serde(default)]
     pub(crate) response_headers: Vec<HeaderNameValue>,
     #[serde(default = "yes")]
@@ -356,6 +355,63 @@ value_type!(
     SourceValue(TokenSource),
     |text| parse_source(text)
 );
+
+value_type!(
+    /// An IP network in CIDR notation, or one address.
+    IpNetValue(crate::rate_limit::IpNet),
+    |text| text.parse::<crate::rate_limit::IpNet>()
+);
+
+/// `[upstream_headers]`: header name = claim path, in the file's order. Checked as it is read:
+/// a header name, one that can carry a claim, and each at most once in any letter case (a map
+/// keyed by the parsed name would keep only the last of `X-User` and `x-user`).
+#[derive(Clone, PartialEq)]
+pub(crate) struct UpstreamHeaders(pub(crate) Vec<(http::HeaderName, ClaimPath)>);
+
+impl<'de> Deserialize<'de> for UpstreamHeaders {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> de::Visitor<'de> for Visitor {
+            type Value = UpstreamHeaders;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table of header names and claim paths")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out: Vec<(http::HeaderName, ClaimPath)> = Vec::new();
+                while let Some((header, path)) = map.next_entry::<String, ClaimPathValue>()? {
+                    let name = http::HeaderName::from_bytes(header.as_bytes()).map_err(|_| {
+                        de::Error::custom(format!("{header:?} is not a header name"))
+                    })?;
+                    if out.iter().any(|(n, _)| *n == name) {
+                        return Err(de::Error::custom(format!("header {name} is mapped twice")));
+                    }
+                    if [
+                        http::header::AUTHORIZATION,
+                        http::header::HOST,
+                        http::header::COOKIE,
+                    ]
+                    .contains(&name)
+                    {
+                        return Err(de::Error::custom(format!(
+                            "header {name} cannot carry a claim"
+                        )));
+                    }
+                    out.push((name, path.0));
+                }
+                Ok(UpstreamHeaders(out))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
+impl fmt::Debug for UpstreamHeaders {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(h, p)| (h.as_str(), p.to_string())))
+            .finish()
+    }
+}
 
 /// A header name (a map key, so it also orders and compares).
 #[derive(Clone, PartialEq, Eq)]
@@ -523,6 +579,7 @@ debug_and_eq_by!(PatternValue, |v| v.0.as_str().to_owned());
 debug_and_eq_by!(RateKeyValue, |v| v.0.to_string());
 debug_and_eq_by!(MethodValue, |v| v.0.clone());
 debug_and_eq_by!(SourceValue, |v| format!("{:?}", v.0));
+debug_and_eq_by!(IpNetValue, |v| v.0);
 
 impl fmt::Debug for HeaderNameValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
