@@ -132,8 +132,13 @@ impl Policy {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
+        Self::from_file_text(path, &text)
+    }
+
+    /// Checks `text`, read from the file at `path` (for relative paths and messages).
+    pub(crate) fn from_file_text(path: &Path, text: &str) -> Result<Self, PolicyError> {
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Self::parse(&text, base, &format!("{}: ", path.display()))
+        Self::parse(text, base, &format!("{}: ", path.display()))
     }
 
     /// Checks a policy given as text; relative paths are relative to the current folder. Also

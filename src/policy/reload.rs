@@ -23,6 +23,8 @@ use crate::reject::DefaultRejection;
 struct Current {
     generation: u64,
     layer: PolicyLayer,
+    /// The policy the layer was built from.
+    policy: Arc<Policy>,
     /// The file's text when it was loaded, to see whether it changed.
     text: Option<String>,
 }
@@ -87,7 +89,7 @@ impl PolicyHandle {
     pub async fn from_file(path: impl AsRef<Path>) -> Result<Self, PolicyError> {
         let path = path.as_ref().to_path_buf();
         let text = read(&path)?;
-        let policy = Policy::from_file(&path)?;
+        let policy = Policy::from_file_text(&path, &text)?;
         Self::start(policy, Some(path), Some(text)).await
     }
 
@@ -102,6 +104,7 @@ impl PolicyHandle {
                 current: ArcSwap::from_pointee(Current {
                     generation: 1,
                     layer,
+                    policy: Arc::new(policy),
                     text,
                 }),
                 generations: AtomicU64::new(1),
@@ -114,6 +117,12 @@ impl PolicyHandle {
     /// How many policies have been served (1 for the first).
     pub fn generation(&self) -> u64 {
         self.shared.current.load().generation
+    }
+
+    /// The policy being served: its `upstream`, `listen` and `[server]` settings, for a server
+    /// built on it (the gateway example reads them here, so the file is read once).
+    pub fn policy(&self) -> Arc<Policy> {
+        Arc::clone(&self.shared.current.load().policy)
     }
 
     /// The current stack.
@@ -140,6 +149,7 @@ impl PolicyHandle {
         self.shared.current.store(Arc::new(Current {
             generation,
             layer,
+            policy: Arc::new(policy),
             text,
         }));
         tracing::info!(target: "portcullis::policy", generation, "policy loaded");
@@ -157,7 +167,7 @@ impl PolicyHandle {
         if self.shared.current.load().text.as_deref() == Some(text.as_str()) {
             return Ok(false);
         }
-        let result = match Policy::from_file(path) {
+        let result = match Policy::from_file_text(path, &text) {
             Ok(policy) => self.swap(policy, Some(text)).await,
             Err(error) => Err(error),
         };
