@@ -76,6 +76,68 @@ use http::{HeaderValue, Response, StatusCode};
 
 use crate::grpc::{GRPC_STATUS, into_grpc};
 
+/// Declares [`Reason`]: each variant with its code, and the list of them all.
+macro_rules! reasons {
+    ($($variant:ident => $code:literal,)*) => {
+        /// Every reason code a decision can carry: what each layer's errors report (through
+        /// their `reason()`), what the [`Refused`] record and the audit events name, and what
+        /// the decision counters are labelled with. The list the metrics register is
+        /// [`Reason::ALL`], so it cannot miss a code a layer returns.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub(crate) enum Reason {
+            $($variant,)*
+        }
+
+        impl Reason {
+            /// Every reason, in a stable order.
+            #[cfg(any(feature = "metrics", test))]
+            pub(crate) const ALL: &[Reason] = &[$(Reason::$variant,)*];
+
+            /// The code (`token_missing`, `insufficient_scope`, …).
+            pub(crate) const fn code(self) -> &'static str {
+                match self {
+                    $(Reason::$variant => $code,)*
+                }
+            }
+        }
+    };
+}
+
+reasons! {
+    None => "none",
+    ServiceError => "service_error",
+    AlgNone => "alg_none",
+    AlgorithmNotAllowed => "algorithm_not_allowed",
+    BadMethod => "bad_method",
+    BadPath => "bad_path",
+    BadSignature => "bad_signature",
+    CritUnsupported => "crit_unsupported",
+    EmbeddedKey => "embedded_key",
+    InvalidClaim => "invalid_claim",
+    IssuedInFuture => "issued_in_future",
+    KeysUnavailable => "keys_unavailable",
+    LifetimeTooLong => "lifetime_too_long",
+    MalformedHeader => "malformed_header",
+    MalformedToken => "malformed_token",
+    MissingClaim => "missing_claim",
+    NestedToken => "nested_token",
+    NoMatchingKey => "no_matching_key",
+    TokenDuplicated => "token_duplicated",
+    TokenExpired => "token_expired",
+    TokenMissing => "token_missing",
+    TokenNotYetValid => "token_not_yet_valid",
+    TokenTooLarge => "token_too_large",
+    UnencodedPayload => "unencoded_payload",
+    UnknownIssuer => "unknown_issuer",
+    UnknownKid => "unknown_kid",
+    UnsupportedAlgorithm => "unsupported_algorithm",
+    WrongAudience => "wrong_audience",
+    WrongType => "wrong_type",
+    InsufficientScope => "insufficient_scope",
+    RateLimited => "rate_limited",
+    RateLimitStoreUnavailable => "rate_limit_store_unavailable",
+}
+
 /// A refused request, as handed to an [`OnRejection`].
 #[derive(Clone, Copy)]
 pub struct Rejection<'a> {
@@ -262,6 +324,20 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reason_codes_are_distinct_snake_case_words() {
+        let codes: Vec<&str> = Reason::ALL.iter().map(|r| r.code()).collect();
+        let distinct: std::collections::BTreeSet<&str> = codes.iter().copied().collect();
+        assert_eq!(distinct.len(), codes.len(), "{codes:?}");
+        for code in codes {
+            assert!(
+                !code.is_empty() && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{code}"
+            );
+        }
+        assert_eq!(Reason::ALL[0].code(), "none");
+    }
 
     #[derive(Debug, Clone, thiserror::Error)]
     #[error("nope")]

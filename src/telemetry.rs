@@ -2,41 +2,7 @@
 //! installs (Prometheus, StatsD, OpenTelemetry) receives them. The names and labels are listed
 //! in the observability guide and are stable.
 
-/// Every reason code a decision can carry.
-pub(crate) const REASONS: &[&str] = &[
-    "none",
-    "service_error",
-    "alg_none",
-    "algorithm_not_allowed",
-    "bad_method",
-    "bad_path",
-    "bad_signature",
-    "crit_unsupported",
-    "embedded_key",
-    "invalid_claim",
-    "issued_in_future",
-    "keys_unavailable",
-    "lifetime_too_long",
-    "malformed_header",
-    "malformed_token",
-    "missing_claim",
-    "nested_token",
-    "no_matching_key",
-    "token_duplicated",
-    "token_expired",
-    "token_missing",
-    "token_not_yet_valid",
-    "token_too_large",
-    "unencoded_payload",
-    "unknown_issuer",
-    "unknown_kid",
-    "unsupported_algorithm",
-    "wrong_audience",
-    "wrong_type",
-    "insufficient_scope",
-    "rate_limited",
-    "rate_limit_store_unavailable",
-];
+use crate::reject::Reason;
 
 type Handles = hashbrown::HashMap<&'static str, metrics::Counter, foldhash::fast::RandomState>;
 
@@ -46,9 +12,10 @@ type Handles = hashbrown::HashMap<&'static str, metrics::Counter, foldhash::fast
 fn handles() -> &'static Handles {
     static HANDLES: std::sync::OnceLock<Handles> = std::sync::OnceLock::new();
     HANDLES.get_or_init(|| {
-        REASONS
+        Reason::ALL
             .iter()
-            .map(|&reason| {
+            .map(|reason| reason.code())
+            .map(|reason| {
                 let outcome = match reason {
                     "none" => "allowed",
                     "service_error" => "error",

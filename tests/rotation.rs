@@ -28,7 +28,7 @@ impl Swappable {
     fn swap(&self, next: KeySet) {
         let mut current = self.current.write().unwrap();
         let next = match current.as_ref() {
-            Some(old) => old.rotate(next).keys,
+            Some(old) => old.replace_with(next).keys,
             None => next,
         };
         *current = Some(next);

@@ -11,7 +11,7 @@ use super::{Auth, Routes};
 use crate::decision::Recorder;
 use crate::error::ConfigError;
 use crate::jwt::{Identity, ResponseFuture};
-use crate::reject::{DefaultRejection, OnRejection, Refusal, respond};
+use crate::reject::{DefaultRejection, OnRejection, Reason, Refusal, respond};
 
 /// Why a request was refused by [`Authorize`]. The value goes into the response's extensions.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,8 +45,8 @@ impl AuthzError {
     pub fn reason(&self) -> &'static str {
         match self {
             AuthzError::BadPath(error) => error.reason(),
-            AuthzError::Unauthenticated => "token_missing",
-            AuthzError::InsufficientScope { .. } => "insufficient_scope",
+            AuthzError::Unauthenticated => Reason::TokenMissing.code(),
+            AuthzError::InsufficientScope { .. } => Reason::InsufficientScope.code(),
         }
     }
 }

@@ -2,12 +2,12 @@
 //!
 //! Sharded `hashbrown` tables behind read-write locks, found by a per-process keyed foldhash
 //! and confirmed by an exact byte compare. An entry is served only while the clock is before
-//! its token's `exp` (plus leeway) and while the key that verified it is not retired.
+//! its token's `exp` (plus leeway) and while the key that verified it is not revoked.
 //!
 //! Each entry is charged what it holds ([`entry_cost`]: the token bytes, the identity and its
 //! claims, an allowance for what the claims layer derives later, the table slot), and each
 //! shard keeps its charges under its share of the budget. Making room is a CLOCK sweep: a hand
-//! walks the table's buckets, drops expired and retired entries, gives entries read since its
+//! walks the table's buckets, drops expired and revoked entries, gives entries read since its
 //! last pass a second chance, and drops the first that was not read. It looks at a bounded
 //! number of entries per eviction, so a flood of distinct valid tokens costs each insert a
 //! bounded amount of work, and entries that are read keep their place.
@@ -77,9 +77,9 @@ pub struct CacheStats {
     pub budget: usize,
     /// Lookups answered from the cache.
     pub hits: u64,
-    /// Lookups that had to verify the token (not found, expired, or its key retired).
+    /// Lookups that had to verify the token (not found, expired, or its key revoked).
     pub misses: u64,
-    /// Entries dropped to make room (expired and retired ones included).
+    /// Entries dropped to make room (expired and revoked ones included).
     pub evictions: u64,
 }
 
@@ -223,7 +223,7 @@ impl TokenCache {
             table
                 .entries
                 .find(hash, |e| e.hash == hash && *e.token == *token)
-                .filter(|entry| now < entry.valid_until && !entry.key.is_retired())
+                .filter(|entry| now < entry.valid_until && !entry.key.is_revoked())
                 .map(|entry| {
                     if !entry.visited.load(Ordering::Relaxed) {
                         entry.visited.store(true, Ordering::Relaxed);
@@ -324,7 +324,7 @@ impl TokenCache {
 
 impl Table {
     /// Drops one entry under the CLOCK hand and returns its cost: the first expired or
-    /// retired entry, or the first not read since the hand last passed it, or, after
+    /// revoked entry, or the first not read since the hand last passed it, or, after
     /// [`MAX_SCAN`] entries that were all read, the last one looked at. `None` when the table
     /// is empty or [`MAX_PROBES`] buckets held nothing.
     fn evict_one(&mut self, now: u64) -> Option<usize> {
@@ -341,7 +341,7 @@ impl Table {
             };
             scanned += 1;
             let e = entry.get();
-            let stale = now >= e.valid_until || e.key.is_retired();
+            let stale = now >= e.valid_until || e.key.is_revoked();
             let read = e.visited.swap(false, Ordering::Relaxed);
             if stale || !read || scanned >= MAX_SCAN {
                 let (removed, _) = entry.remove();
@@ -386,14 +386,14 @@ mod tests {
     }
 
     #[test]
-    fn hit_until_expiry_and_retirement() {
+    fn hit_until_expiry_and_revocation() {
         let cache = TokenCache::new(1 << 20, usize::MAX);
         let k = key();
         cache.insert(b"tok", identity("a"), k.clone(), 100, 0);
         assert_eq!(cache.get(b"tok", 99, true).unwrap().subject(), Some("a"));
         assert!(cache.get(b"tok", 100, true).is_none());
         assert!(cache.get(b"tok2", 10, false).is_none());
-        k.retire();
+        k.revoke();
         assert!(cache.get(b"tok", 10, true).is_none());
         let stats = cache.stats();
         assert_eq!((stats.hits, stats.misses), (1, 2));

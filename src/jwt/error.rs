@@ -1,5 +1,6 @@
 use std::fmt;
 
+use crate::reject::Reason;
 use http::{HeaderValue, StatusCode};
 
 use crate::crypto::Algorithm;
@@ -120,34 +121,35 @@ impl JwtError {
     /// A stable, machine-readable reason code for audit events and metrics.
     pub fn reason(&self) -> &'static str {
         use JwtError::*;
-        match self {
-            Missing => "token_missing",
-            Duplicate => "token_duplicated",
-            MalformedHeader => "malformed_header",
-            BadPath(error) => error.reason(),
-            TooLarge { .. } => "token_too_large",
-            Malformed(JwsError::AlgNone) => "alg_none",
-            Malformed(JwsError::UnsupportedAlgorithm) => "unsupported_algorithm",
-            Malformed(JwsError::Crit) => "crit_unsupported",
-            Malformed(JwsError::UnencodedPayload) => "unencoded_payload",
-            Malformed(JwsError::EmbeddedKey) => "embedded_key",
-            Malformed(JwsError::Nested) => "nested_token",
-            Malformed(_) => "malformed_token",
-            UnknownIssuer => "unknown_issuer",
-            AlgorithmNotAllowed(_) => "algorithm_not_allowed",
-            WrongType => "wrong_type",
-            UnknownKid => "unknown_kid",
-            NoMatchingKey => "no_matching_key",
-            BadSignature => "bad_signature",
-            Expired => "token_expired",
-            NotYetValid => "token_not_yet_valid",
-            IssuedInFuture => "issued_in_future",
-            LifetimeTooLong => "lifetime_too_long",
-            WrongAudience => "wrong_audience",
-            MissingClaim(_) => "missing_claim",
-            InvalidClaim(_) => "invalid_claim",
-            KeysUnavailable => "keys_unavailable",
-        }
+        let reason = match self {
+            Missing => Reason::TokenMissing,
+            Duplicate => Reason::TokenDuplicated,
+            MalformedHeader => Reason::MalformedHeader,
+            BadPath(error) => return error.reason(),
+            TooLarge { .. } => Reason::TokenTooLarge,
+            Malformed(JwsError::AlgNone) => Reason::AlgNone,
+            Malformed(JwsError::UnsupportedAlgorithm) => Reason::UnsupportedAlgorithm,
+            Malformed(JwsError::Crit) => Reason::CritUnsupported,
+            Malformed(JwsError::UnencodedPayload) => Reason::UnencodedPayload,
+            Malformed(JwsError::EmbeddedKey) => Reason::EmbeddedKey,
+            Malformed(JwsError::Nested) => Reason::NestedToken,
+            Malformed(_) => Reason::MalformedToken,
+            UnknownIssuer => Reason::UnknownIssuer,
+            AlgorithmNotAllowed(_) => Reason::AlgorithmNotAllowed,
+            WrongType => Reason::WrongType,
+            UnknownKid => Reason::UnknownKid,
+            NoMatchingKey => Reason::NoMatchingKey,
+            BadSignature => Reason::BadSignature,
+            Expired => Reason::TokenExpired,
+            NotYetValid => Reason::TokenNotYetValid,
+            IssuedInFuture => Reason::IssuedInFuture,
+            LifetimeTooLong => Reason::LifetimeTooLong,
+            WrongAudience => Reason::WrongAudience,
+            MissingClaim(_) => Reason::MissingClaim,
+            InvalidClaim(_) => Reason::InvalidClaim,
+            KeysUnavailable => Reason::KeysUnavailable,
+        };
+        reason.code()
     }
 }
 

@@ -460,7 +460,7 @@ impl Validator {
         let mut candidates = keys
             .keys()
             .iter()
-            .filter(|key| key.allows(alg) && !key.is_retired())
+            .filter(|key| key.allows(alg) && !key.is_revoked())
             .filter(|key| match (kid, key.kid()) {
                 (Some(want), Some(have)) => want == have,
                 _ => true,

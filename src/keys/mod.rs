@@ -48,7 +48,7 @@ pub struct Key {
     alg: Option<Algorithm>,
     material: Material,
     fingerprint: [u8; 32],
-    retired: AtomicBool,
+    revoked: AtomicBool,
 }
 
 struct HmacKeys {
@@ -170,7 +170,7 @@ impl Key {
             alg: None,
             material,
             fingerprint,
-            retired: AtomicBool::new(false),
+            revoked: AtomicBool::new(false),
         }
     }
 
@@ -270,15 +270,16 @@ impl Key {
         self.kid == other.kid && self.fingerprint == other.fingerprint && self.alg == other.alg
     }
 
-    /// Marks the key as withdrawn: tokens it verified are no longer served from the cache.
-    /// A [`KeySource`] that replaces its set does this through [`KeySet::rotate`].
-    pub fn retire(&self) {
-        self.retired.store(true, Ordering::Release);
+    /// Revokes the key: it verifies nothing more, and tokens it verified are no longer served
+    /// from the cache. A [`KeySource`] that replaces its set does this through
+    /// [`KeySet::replace_with`] for every key the new set lacks.
+    pub fn revoke(&self) {
+        self.revoked.store(true, Ordering::Release);
     }
 
-    /// Whether the key was withdrawn.
-    pub fn is_retired(&self) -> bool {
-        self.retired.load(Ordering::Acquire)
+    /// Whether the key was revoked.
+    pub fn is_revoked(&self) -> bool {
+        self.revoked.load(Ordering::Acquire)
     }
 }
 
@@ -289,7 +290,7 @@ impl fmt::Debug for Key {
             .field("kid", &self.kid)
             .field("kind", &self.kind())
             .field("alg", &self.alg)
-            .field("retired", &self.is_retired())
+            .field("revoked", &self.is_revoked())
             .finish_non_exhaustive()
     }
 }
@@ -394,8 +395,8 @@ impl KeySet {
     /// The set to install in place of this one when a source's keys change: `next`, except
     /// that each key this set already holds (same id, same material) is kept as the same
     /// object, so tokens it verified stay cached; every key of this set that `next` lacks is
-    /// retired, so tokens it verified stop being served from the cache at once.
-    pub fn rotate(&self, next: KeySet) -> Rotation {
+    /// revoked, so tokens it verified stop being served from the cache at once.
+    pub fn replace_with(&self, next: KeySet) -> Replacement {
         let mut added = 0;
         let keys: Arc<[Arc<Key>]> = next
             .keys
@@ -411,11 +412,11 @@ impl KeySet {
         let mut removed = 0;
         for old in self.keys.iter() {
             if !keys.iter().any(|key| Arc::ptr_eq(key, old)) {
-                old.retire();
+                old.revoke();
                 removed += 1;
             }
         }
-        Rotation {
+        Replacement {
             keys: KeySet { keys },
             added,
             removed,
@@ -423,15 +424,15 @@ impl KeySet {
     }
 }
 
-/// The outcome of [`KeySet::rotate`].
+/// The outcome of [`KeySet::replace_with`].
 #[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct Rotation {
+pub struct Replacement {
     /// The set to install.
     pub keys: KeySet,
     /// How many keys are new.
     pub added: usize,
-    /// How many keys were retired.
+    /// How many keys were revoked.
     pub removed: usize,
 }
 
@@ -465,7 +466,7 @@ impl Default for KeysUnavailable {
 ///
 /// The validator asks for the current set on each uncached verification, so an
 /// implementation must answer from memory and never wait on the network; a remote source
-/// refreshes in the background and installs the set [`KeySet::rotate`] returns, so cached
+/// refreshes in the background and installs the set [`KeySet::replace_with`] returns, so cached
 /// tokens verified by withdrawn keys are dropped and those of kept keys stay.
 pub trait KeySource: Send + Sync + fmt::Debug + 'static {
     /// The keys in hand now.
@@ -564,15 +565,15 @@ mod tests {
         let a = || Key::hmac(&[1; 32]).unwrap().with_kid("a");
         let b = || Key::hmac(&[2; 32]).unwrap().with_kid("b");
         let first = KeySet::new([a()]);
-        let second = first.rotate(KeySet::new([a(), b()]));
+        let second = first.replace_with(KeySet::new([a(), b()]));
         assert_eq!((second.added, second.removed), (1, 0));
         assert!(Arc::ptr_eq(&first.keys()[0], &second.keys.keys()[0]));
-        let third = second.keys.rotate(KeySet::new([b()]));
+        let third = second.keys.replace_with(KeySet::new([b()]));
         assert_eq!((third.added, third.removed), (0, 1));
         assert!(
-            first.keys()[0].is_retired(),
-            "the original object is the one retired"
+            first.keys()[0].is_revoked(),
+            "the original object is the one revoked"
         );
-        assert!(!third.keys.keys()[0].is_retired());
+        assert!(!third.keys.keys()[0].is_revoked());
     }
 }

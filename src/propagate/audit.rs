@@ -6,7 +6,7 @@ use http::HeaderValue;
 
 use super::context::TraceContext;
 use crate::decision::Recorder;
-use crate::reject::Refused;
+use crate::reject::{Reason, Refused};
 
 /// The `tracing` target of audit events.
 pub const AUDIT_TARGET: &str = "portcullis::audit";
@@ -36,9 +36,9 @@ impl Outcome {
     /// The reason code: `none` when allowed, `service_error` on error.
     pub fn reason(&self) -> &'static str {
         match self {
-            Outcome::Allowed => "none",
+            Outcome::Allowed => Reason::None.code(),
             Outcome::Rejected(reason) => reason,
-            Outcome::Error => "service_error",
+            Outcome::Error => Reason::ServiceError.code(),
         }
     }
 

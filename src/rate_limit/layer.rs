@@ -18,13 +18,13 @@ use crate::claim_path::ClaimPath;
 use crate::clock::{Clock, MonotonicClock};
 use crate::decision::Recorder;
 use crate::error::ConfigError;
-use crate::reject::{DefaultRejection, OnRejection, Refusal, respond};
+use crate::reject::{DefaultRejection, OnRejection, Reason, Refusal, respond};
 use crate::route::Routes;
 
 /// The reason code of a 429.
-pub(crate) const RATE_LIMITED: &str = "rate_limited";
+pub(crate) const RATE_LIMITED: &str = Reason::RateLimited.code();
 /// The reason code of a 503 from a limit store that fails closed.
-pub(crate) const RATE_LIMIT_STORE_UNAVAILABLE: &str = "rate_limit_store_unavailable";
+pub(crate) const RATE_LIMIT_STORE_UNAVAILABLE: &str = Reason::RateLimitStoreUnavailable.code();
 
 /// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers).
 pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -398,7 +398,7 @@ impl<R> RateLimitLayer<R> {
 
 /// One limit's outcome for a request.
 #[derive(Clone, Copy)]
-struct Outcome {
+struct LimitOutcome {
     limit: usize,
     tier: usize,
     decision: Decision,
@@ -415,8 +415,8 @@ const INLINE: usize = 8;
     reason = "the inline variant is the point: no allocation for up to 8 limits"
 )]
 enum Outcomes {
-    Inline([Option<Outcome>; INLINE]),
-    Heap(Box<[Option<Outcome>]>),
+    Inline([Option<LimitOutcome>; INLINE]),
+    Heap(Box<[Option<LimitOutcome>]>),
 }
 
 impl Outcomes {
@@ -429,21 +429,21 @@ impl Outcomes {
         }
     }
 
-    fn slots(&mut self) -> &mut [Option<Outcome>] {
+    fn slots(&mut self) -> &mut [Option<LimitOutcome>] {
         match self {
             Outcomes::Inline(slots) => slots,
             Outcomes::Heap(slots) => slots,
         }
     }
 
-    fn set(&mut self, outcome: Outcome) {
+    fn set(&mut self, outcome: LimitOutcome) {
         if let Some(slot) = self.slots().get_mut(outcome.limit) {
             *slot = Some(outcome);
         }
     }
 
-    fn iter(&self) -> impl Iterator<Item = &Outcome> {
-        let slots: &[Option<Outcome>] = match self {
+    fn iter(&self) -> impl Iterator<Item = &LimitOutcome> {
+        let slots: &[Option<LimitOutcome>] = match self {
             Outcomes::Inline(slots) => slots,
             Outcomes::Heap(slots) => slots,
         };
@@ -499,7 +499,7 @@ impl Config {
     /// Decides a request against in-memory limits: every limit in order; on a denial the
     /// earlier charges are refunded. Returns the denying outcome. Does not allocate for known
     /// keys.
-    fn decide<B>(&self, request: &Request<B>, outcomes: &mut Outcomes) -> Option<Outcome> {
+    fn decide<B>(&self, request: &Request<B>, outcomes: &mut Outcomes) -> Option<LimitOutcome> {
         let route = self.route(request);
         let index = route.map(|(i, _)| i);
         let view = RequestView::of(request, route.map(|(_, pattern)| pattern));
@@ -515,7 +515,7 @@ impl Config {
             let key = self.key_with(limit, &view, || store.key()).finish();
             let (tier, quota) = limit.quota_for(&view);
             let decision = store.check(key, quota, now, cost);
-            let outcome = Outcome {
+            let outcome = LimitOutcome {
                 limit: i,
                 tier,
                 decision,
@@ -560,7 +560,7 @@ impl Config {
         &self,
         hook: &R,
         request: &http::HeaderMap,
-        denied: Option<Outcome>,
+        denied: Option<LimitOutcome>,
     ) -> Option<Response<B>> {
         let outcome = denied?;
         if self.shadow {
@@ -578,7 +578,7 @@ impl Config {
         Some(respond(hook, refusal, error))
     }
 
-    fn rate_limit_value(&self, outcome: &Outcome) -> Option<HeaderValue> {
+    fn rate_limit_value(&self, outcome: &LimitOutcome) -> Option<HeaderValue> {
         let limit = &self.limits[outcome.limit];
         // `"name";r=N;t=N`, written by hand on the stack (core::fmt costs more than the rest
         // of the response path), then copied once into the header value.
@@ -662,7 +662,7 @@ impl<S: fmt::Debug, R> fmt::Debug for RateLimit<S, R> {
 
 /// The outcome of the checks of a request with shared-store limits: the outcomes and the
 /// denying one, or `None` when a store failed closed.
-type Checked = Option<(Outcomes, Option<Outcome>)>;
+type Checked = Option<(Outcomes, Option<LimitOutcome>)>;
 
 pin_project! {
     /// The response future of [`RateLimit`]: the checks (only with a shared store), then the
@@ -848,7 +848,7 @@ impl Config {
                     }
                     _ => continue,
                 };
-                let outcome = Outcome {
+                let outcome = LimitOutcome {
                     limit: *i,
                     tier: *tier,
                     decision,

@@ -34,6 +34,7 @@
 //! assert_eq!(NormalizedPath::new("/a%3bb").unwrap_err(), PathError::Forbidden);
 //! ```
 
+use crate::reject::Reason;
 use std::fmt;
 
 /// The most segments a request path may have.
@@ -68,8 +69,8 @@ impl PathError {
     /// [`PathError::Method`], `bad_path` for the others.
     pub fn reason(&self) -> &'static str {
         match self {
-            PathError::Method => "bad_method",
-            _ => "bad_path",
+            PathError::Method => Reason::BadMethod.code(),
+            _ => Reason::BadPath.code(),
         }
     }
 }

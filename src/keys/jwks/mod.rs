@@ -239,7 +239,7 @@ impl Shared {
         let mut current = self.keys.write().unwrap_or_else(PoisonError::into_inner);
         let (installed, added, removed) = match current.as_ref() {
             Some(old) => {
-                let rotation = old.rotate(next);
+                let rotation = old.replace_with(next);
                 (rotation.keys, rotation.added, rotation.removed)
             }
             None => {
