@@ -185,6 +185,25 @@ fn cached_hit_allocates_nothing_in_the_decision_path() {
     assert_eq!(maps[0]["x-user-id"], "ada");
     assert_eq!(maps[0]["x-tenant"], "acme");
 
+    // Six mapping layers on one identity: each keeps its own rendering with the token (any
+    // number of layers can), so none renders per request.
+    let layers: Vec<MapClaimsLayer> = (0..6)
+        .map(|i| MapClaimsLayer::new([(format!("x-claim-{i}"), "sub")]).unwrap())
+        .collect();
+    let mut maps: Vec<HeaderMap> = (0..101).map(|_| HeaderMap::with_capacity(16)).collect();
+    for layer in &layers {
+        layer.apply(&mut maps[100], Some(&identity));
+    }
+    let before = blocks();
+    for headers in &mut maps[..100] {
+        for layer in &layers {
+            layer.apply(headers, Some(&identity));
+        }
+    }
+    let six_blocks = blocks() - before;
+    dhat::assert_eq!(six_blocks, 0);
+    assert_eq!(maps[0]["x-claim-5"], "ada");
+
     // With a signed assertion: signed on first use, then reused (a read lock and a refcount).
     let signer = AssertionSigner::from_pem(P256_PRIVATE, "https://gateway.example", "svc")
         .unwrap()

@@ -11,7 +11,6 @@ use tower_service::Service;
 use super::{AssertionSigner, ClaimPath, render_header_value};
 use crate::error::ConfigError;
 use crate::headers::remove_spellings;
-use crate::jwt::Derived;
 use crate::jwt::Identity;
 
 /// Copies claims of the verified identity into request headers for the service, after removing
@@ -179,19 +178,15 @@ impl Config {
         let Some(identity) = identity else {
             return;
         };
-        let derived = identity.derived.iter().find_map(|slot| {
-            let derived = slot.get_or_init(|| Derived {
-                owner: self.id,
-                headers: self.render(identity),
-                assertion: Default::default(),
-            });
-            (derived.owner == self.id).then_some(derived)
+        let derived = identity.attached.get_or_attach(self.id, || Derived {
+            headers: self.render(identity),
+            assertion: Default::default(),
         });
         let rendered;
         let values = match derived {
             Some(derived) => &derived.headers,
             None => {
-                // Every slot is owned by another mapping layer: render for this request.
+                // Not reachable (this layer's id names only `Derived`): render for this request.
                 rendered = self.render(identity);
                 &rendered
             }
@@ -218,6 +213,29 @@ impl Config {
             if let Some(value) = signer.cached(slot, identity, mapped) {
                 headers.insert(signer.header_name().clone(), value);
             }
+        }
+    }
+}
+
+/// What one layer derived from an identity, computed on first use and reused for every later
+/// request with the same cached token.
+#[derive(Debug)]
+struct Derived {
+    headers: Box<[Option<http::HeaderValue>]>,
+    /// The signed assertion and the time (seconds) after which it is signed anew.
+    assertion: std::sync::RwLock<Option<(http::HeaderValue, u64)>>,
+}
+
+impl Clone for Derived {
+    fn clone(&self) -> Self {
+        let assertion = self
+            .assertion
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        Self {
+            headers: self.headers.clone(),
+            assertion: std::sync::RwLock::new(assertion),
         }
     }
 }

@@ -13,10 +13,8 @@ pub(crate) const MAX_NUMERIC_DATE: u64 = 253_402_300_799;
 /// same `Arc`.
 #[derive(Clone)]
 pub struct Identity {
-    /// Values layers derive from the claims once per token (header values, an assertion), each
-    /// slot tagged with the layer that owns it; up to four layers cache, a fifth renders per
-    /// request.
-    pub(crate) derived: [std::sync::OnceLock<Derived>; 4],
+    /// What later layers derived from the claims, once per token.
+    pub(crate) attached: Attachments,
     pub(crate) issuer: Box<str>,
     pub(crate) subject: Option<Box<str>>,
     pub(crate) audiences: Box<[Box<str>]>,
@@ -29,28 +27,49 @@ pub struct Identity {
     pub(crate) claims: Map<String, Value>,
 }
 
-/// What one layer derived from an identity, computed on first use and reused for every later
-/// request with the same cached token.
-#[derive(Debug)]
-pub(crate) struct Derived {
-    pub(crate) owner: u64,
-    pub(crate) headers: Box<[Option<http::HeaderValue>]>,
-    /// The signed assertion and the time (seconds) after which it is signed anew.
-    pub(crate) assertion: std::sync::RwLock<Option<(http::HeaderValue, u64)>>,
+/// Values later layers derive from an identity once per token (header values, a signed
+/// assertion) and reuse for every request with the same cached token: each attached by its
+/// owner (a layer's id) on first use, any number of owners, any type. The identity does not
+/// know what they are; [`Clone`] leaves them behind (a clone derives afresh).
+#[derive(Default)]
+pub(crate) struct Attachments(std::sync::OnceLock<Box<Attachment>>);
+
+struct Attachment {
+    owner: u64,
+    value: Box<dyn std::any::Any + Send + Sync>,
+    next: Attachments,
 }
 
-impl Clone for Derived {
-    fn clone(&self) -> Self {
-        let assertion = self
-            .assertion
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        Self {
-            owner: self.owner,
-            headers: self.headers.clone(),
-            assertion: std::sync::RwLock::new(assertion),
+impl Attachments {
+    /// The value `owner` attached, attaching `init()` first if it has none. `None` only if
+    /// `owner` attached a value of another type (an owner id names one type).
+    pub(crate) fn get_or_attach<T: std::any::Any + Send + Sync>(
+        &self,
+        owner: u64,
+        init: impl FnOnce() -> T,
+    ) -> Option<&T> {
+        let mut init = Some(init);
+        let mut slot = self;
+        loop {
+            let node = slot.0.get_or_init(|| {
+                let init = init.take().expect("an empty slot is filled once");
+                Box::new(Attachment {
+                    owner,
+                    value: Box::new(init()),
+                    next: Attachments::default(),
+                })
+            });
+            if node.owner == owner {
+                return node.value.downcast_ref();
+            }
+            slot = &node.next;
         }
+    }
+}
+
+impl Clone for Attachments {
+    fn clone(&self) -> Self {
+        Self::default()
     }
 }
 

@@ -54,7 +54,6 @@ pub use cache::CacheStats;
 pub(crate) use error::check_realm;
 pub use error::{ChallengeKind, JwtError};
 pub use future::ResponseFuture;
-pub(crate) use identity::Derived;
 pub use identity::Identity;
 pub use layer::JwtAuthLayer;
 pub use service::JwtAuth;

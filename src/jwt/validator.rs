@@ -539,7 +539,7 @@ fn check_claims(
         .map(Into::into);
     let scopes = identity::scopes(&claims).map_err(|name| JwtError::InvalidClaim(name.into()))?;
     Ok(Identity {
-        derived: Default::default(),
+        attached: Default::default(),
         issuer: issuer.issuer.clone(),
         subject,
         audiences,
