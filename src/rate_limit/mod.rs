@@ -23,20 +23,28 @@
 //! assert_eq!(denied.retry_after_secs(), 1); // 600 ms, rounded up
 //! ```
 
+mod engine;
+mod error;
+mod future;
 mod gcra;
+mod headers;
 pub(crate) mod key;
 mod layer;
+mod limit;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
+mod store;
 
 pub use crate::net::{IpNet, PeerAddr};
+pub use error::{RateLimitUnavailable, RateLimited};
+pub use future::ResponseFuture;
 pub use gcra::{Decision, Gcra, Quota, QuotaCount, decide, next_unit};
+pub use headers::{RATELIMIT, RATELIMIT_POLICY};
 pub use key::{ClientIp, ForwardedHeader, RateKey, TrustedProxies, client_ip};
-pub use layer::{
-    Limit, RATELIMIT, RATELIMIT_POLICY, RateLimit, RateLimitLayer, RateLimitUnavailable,
-    RateLimited, ResponseFuture, Scope,
-};
+pub use layer::{RateLimit, RateLimitLayer};
+pub use limit::{Limit, Scope};
 pub use memory::{DEFAULT_MAX_KEYS, KeyBuilder, KeyHash, KeyParts, MemoryStore};
 #[cfg(feature = "redis")]
-pub use redis::{OnStoreError, RedisStore, StoreError};
+pub use redis::RedisStore;
+pub use store::{OnStoreError, StoreError};

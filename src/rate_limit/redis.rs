@@ -5,10 +5,9 @@ use std::fmt;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ring::digest;
 
 use super::gcra::{Decision, Quota};
-use super::memory::KeyParts;
+use super::store::{OnStoreError, StoreError};
 
 /// GCRA in microseconds (Lua numbers are doubles: exact to 2^53, which microseconds since 1970
 /// stay far below). Returns {allowed, remaining, reset_us, retry_after_us}. The key expires
@@ -47,62 +46,6 @@ else
 end
 return 1
 ";
-
-/// What a Redis-backed limit does when Redis cannot answer in time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum OnStoreError {
-    /// Refuse the request with 503 (the default: a limit that cannot be checked is not met).
-    #[default]
-    FailClosed,
-    /// Let the request through, and report it.
-    FailOpen,
-}
-
-/// Why a shared store could not decide.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// No answer within the timeout.
-    #[error("the rate-limit store did not answer in time")]
-    Timeout,
-    /// Redis answered with an error, or the connection failed.
-    #[error("the rate-limit store failed: {0}")]
-    Redis(String),
-}
-
-/// A digest of a key's parts (SHA-256, framed like the in-memory keys): the same on every
-/// replica, and collision-resistant without a shared secret.
-pub(crate) struct DigestKey(digest::Context);
-
-impl DigestKey {
-    pub(crate) fn new() -> Self {
-        Self(digest::Context::new(&digest::SHA256))
-    }
-
-    /// `portcullis:{<limit>:<first 16 bytes of the digest, hex>}`: one key per script call, in
-    /// one hash slot on a cluster.
-    pub(crate) fn finish(self, limit: &str) -> String {
-        let digest = self.0.finish();
-        let mut out = String::with_capacity(limit.len() + 48);
-        out.push_str("portcullis:{");
-        out.push_str(limit);
-        out.push(':');
-        for b in &digest.as_ref()[..16] {
-            out.push_str(&format!("{b:02x}"));
-        }
-        out.push('}');
-        out
-    }
-}
-
-impl KeyParts for DigestKey {
-    fn part(mut self, bytes: &[u8]) -> Self {
-        self.0.update(&(bytes.len() as u64).to_le_bytes());
-        self.0.update(bytes);
-        self
-    }
-}
 
 /// A Redis connection (multiplexed, reconnecting) with the GCRA script.
 #[derive(Clone)]
