@@ -458,21 +458,15 @@ fn limits_scoped_to_routes() {
     use portcullis::authz::{Route, Routes};
     use portcullis::rate_limit::Scope;
     let routes = Routes::new([
-        Route::new("/writes/**").unwrap(),
+        Route::new("/writes/**").unwrap().rate_limits(["writes"]),
         Route::new("/reads/**").unwrap(),
     ]);
     let writes = Limit::new("writes", "global".parse().unwrap(), Quota::per_hour(n(1)))
         .unwrap()
-        .scope(Scope::Routes {
-            routes: [0].into(),
-            unmatched: false,
-        });
+        .scope(Scope::Named);
     let default = Limit::new("default", "global".parse().unwrap(), Quota::per_hour(n(2)))
         .unwrap()
-        .scope(Scope::Routes {
-            routes: [1].into(),
-            unmatched: true,
-        });
+        .scope(Scope::Default);
     let layer = RateLimitLayer::new([writes, default])
         .routes(routes)
         .clock(manual());

@@ -82,8 +82,8 @@ pub(crate) fn resolve(
 ) -> Result<Resolved, PolicyError> {
     let (keys, algorithms) = issuers(file, base, at)?;
     let names = limit_names(file, at)?;
-    let (routes, named, unnamed) = routes(file, &names, at)?;
-    let scopes = limit_scopes(file, &names, named, &unnamed, at)?;
+    let (routes, named) = routes(file, &names, at)?;
+    let scopes = limit_scopes(file, &names, &named, at)?;
     let mapping = mapping(file, base, at)?;
     let propagate = propagate(file);
     // Last, so that a file with other mistakes hears of those first.
@@ -279,21 +279,16 @@ fn limit_names<'f>(file: &'f PolicyFile, at: &Locator<'_>) -> Result<Vec<&'f str
     Ok(names)
 }
 
-/// `[[routes]]`, in order, and the routes each rate limit is named by (by limit, then the
-/// routes that name none).
-#[expect(
-    clippy::type_complexity,
-    reason = "the routes and two indexes into them"
-)]
+/// `[[routes]]`, in order, each naming its rate limits; and whether some route names each
+/// limit.
 fn routes(
     file: &PolicyFile,
     names: &[&str],
     at: &Locator<'_>,
-) -> Result<(Vec<Route>, Vec<Vec<usize>>, Vec<usize>), PolicyError> {
+) -> Result<(Vec<Route>, Vec<bool>), PolicyError> {
     let mut routes = Vec::new();
-    let mut named: Vec<Vec<usize>> = vec![Vec::new(); names.len()];
-    let mut unnamed = Vec::new();
-    for (index, route) in file.routes.iter().enumerate() {
+    let mut named = vec![false; names.len()];
+    for route in &file.routes {
         let span = route.span();
         let section = route.get_ref();
         let mut built = Route::new(section.path.0.as_str())
@@ -340,52 +335,44 @@ fn routes(
                 "a route with auth = \"none\" cannot have rules (scopes, roles or claims)",
             ));
         }
-        match &section.rate_limit {
-            Some(limits) => {
-                for name in limits.get_ref().iter() {
-                    let Some(i) = names.iter().position(|n| n == name) else {
-                        return Err(at.error(
-                            limits.span(),
-                            format!("rate_limit {name:?} is not defined in [[rate_limits]]"),
-                        ));
-                    };
-                    named[i].push(index);
-                }
+        if let Some(limits) = &section.rate_limit {
+            for name in limits.get_ref().iter() {
+                let Some(i) = names.iter().position(|n| n == name) else {
+                    return Err(at.error(
+                        limits.span(),
+                        format!("rate_limit {name:?} is not defined in [[rate_limits]]"),
+                    ));
+                };
+                named[i] = true;
             }
-            None => unnamed.push(index),
+            built = built.rate_limits(limits.get_ref().iter().map(String::as_str));
         }
         routes.push(built);
     }
-    Ok((routes, named, unnamed))
+    Ok((routes, named))
 }
 
-/// Where each rate limit applies: the routes that name it, and for the one named `default`
-/// also the routes that name none and requests that match no route. A limit no route uses is
-/// a mistake.
+/// Where each rate limit applies: on the routes that name it, and for the one named `default`
+/// also on the routes that name none and on requests that match no route. A limit no route
+/// names is a mistake.
 fn limit_scopes(
     file: &PolicyFile,
     names: &[&str],
-    named: Vec<Vec<usize>>,
-    unnamed: &[usize],
+    named: &[bool],
     at: &Locator<'_>,
 ) -> Result<Vec<Scope>, PolicyError> {
     let mut scopes = Vec::new();
-    for ((limit, name), mut on) in file.rate_limits.iter().zip(names).zip(named) {
-        let is_default = *name == "default";
-        if is_default {
-            on.extend(unnamed);
-            on.sort_unstable();
-            on.dedup();
-        } else if on.is_empty() {
+    for ((limit, name), named) in file.rate_limits.iter().zip(names).zip(named) {
+        if *name == "default" {
+            scopes.push(Scope::Default);
+        } else if *named {
+            scopes.push(Scope::Named);
+        } else {
             return Err(at.error(
                 limit.span(),
                 format!("rate limit {name:?} is used by no route (name it \"default\" to apply it where no route names one)"),
             ));
         }
-        scopes.push(Scope::Routes {
-            routes: on.into(),
-            unmatched: is_default,
-        });
     }
     Ok(scopes)
 }
@@ -652,7 +639,7 @@ pub(crate) async fn build(
                 limit
             }
         };
-        limits.push(limit.scope(resolved.scopes[i].clone()));
+        limits.push(limit.scope(resolved.scopes[i]));
     }
 
     // One table for the three layers that match routes, marked shared: they stand next to each

@@ -14,6 +14,7 @@ use super::key::RequestView;
 use super::layer::Config;
 use super::memory::KeyParts;
 use super::store::{Answer, OnStoreError, StoreError, StoreKey};
+use crate::route::Route;
 
 /// One limit's outcome for a request.
 #[derive(Clone, Copy)]
@@ -110,13 +111,12 @@ impl Config {
         u64::try_from(self.clock.now().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// The matched route: its index and pattern.
-    fn route<'r, B>(&'r self, request: &Request<B>) -> Option<(usize, &'r str)> {
-        self.routes.as_ref().and_then(|routes| {
-            routes
-                .resolve_normalized(request)
-                .map(|(index, route)| (index, route.pattern()))
-        })
+    /// The matched route.
+    fn route<'r, B>(&'r self, request: &Request<B>) -> Option<&'r Route> {
+        self.routes
+            .as_ref()
+            .and_then(|routes| routes.resolve_normalized(request))
+            .map(|(_, route)| route)
     }
 
     /// Whether every limit's store answers at once (the engine then runs within `call`).
@@ -129,12 +129,12 @@ impl Config {
     fn plan<'a>(
         &'a self,
         view: &'a RequestView<'a>,
-        route: Option<usize>,
+        route: Option<&'a Route>,
     ) -> impl Iterator<Item = Planned> + 'a {
         self.limits
             .iter()
             .enumerate()
-            .filter(move |(_, limit)| limit.scope.applies(route))
+            .filter(move |(_, limit)| limit.scope.applies(&limit.name, route))
             .map(move |(i, limit)| {
                 let start = || limit.store.key();
                 let key = limit
@@ -209,11 +209,10 @@ impl Config {
         outcomes: &mut Outcomes,
     ) -> Result<Option<LimitOutcome>, Unavailable> {
         let route = self.route(request);
-        let index = route.map(|(i, _)| i);
-        let view = RequestView::of(request, route.map(|(_, pattern)| pattern));
+        let view = RequestView::of(request, route.map(Route::pattern));
         let cost = self.request_cost(request);
         let now = self.now();
-        for planned in self.plan(&view, index) {
+        for planned in self.plan(&view, route) {
             let Answer::Now(charged) = self.charge(&planned, now, cost) else {
                 // Not reached: `answers_now` said every store answers at once.
                 continue;
@@ -222,14 +221,14 @@ impl Config {
                 Ok(outcome) => outcome,
                 Err(error) if self.store_failed(&planned, &error) => continue,
                 Err(_) => {
-                    self.refund_now(&view, index, outcomes, now, cost);
+                    self.refund_now(&view, route, outcomes, now, cost);
                     return Err(Unavailable);
                 }
             };
             if !outcome.decision.allowed {
                 // Every limit charged so far admitted: take those charges back. Keys are
                 // planned again (a hash, no allocation) on this, the denial path.
-                self.refund_now(&view, index, outcomes, now, cost);
+                self.refund_now(&view, route, outcomes, now, cost);
                 outcomes.set(outcome);
                 return Ok(Some(outcome));
             }
@@ -243,7 +242,7 @@ impl Config {
     fn refund_now(
         &self,
         view: &RequestView<'_>,
-        route: Option<usize>,
+        route: Option<&Route>,
         charged: &Outcomes,
         now: u64,
         cost: u32,
@@ -263,11 +262,10 @@ impl Config {
         request: &Request<B>,
     ) -> Pin<Box<dyn Future<Output = Checked> + Send>> {
         let route = self.route(request);
-        let index = route.map(|(i, _)| i);
-        let view = RequestView::of(request, route.map(|(_, pattern)| pattern));
+        let view = RequestView::of(request, route.map(Route::pattern));
         let cost = self.request_cost(request);
         let now = self.now();
-        let plan: Vec<Planned> = self.plan(&view, index).collect();
+        let plan: Vec<Planned> = self.plan(&view, route).collect();
         let config = Arc::clone(self);
         Box::pin(async move {
             let mut outcomes = Outcomes::for_limits(config.limits.len());

@@ -13,6 +13,7 @@ use super::memory::{DEFAULT_MAX_KEYS, MemoryStore};
 use super::store::Store;
 use crate::claim_path::ClaimPath;
 use crate::error::ConfigError;
+use crate::route::Route;
 
 /// Quotas by claim value.
 type Tiers = Box<[(Box<str>, Quota)]>;
@@ -34,29 +35,31 @@ pub struct Limit {
 }
 
 /// Where a [`Limit`] applies, by the route a request matches in the layer's
-/// [`routes`](super::RateLimitLayer::routes).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// [`routes`](super::RateLimitLayer::routes) and the limits that route names
+/// ([`Route::rate_limits`](crate::authz::Route::rate_limits)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Scope {
     /// Every request (the default).
     #[default]
     Everywhere,
-    /// Requests matching one of these routes (indices into the layer's routes), and, when
-    /// `unmatched` is true, requests matching none (or with no routes configured).
-    Routes {
-        /// The route indices.
-        routes: Box<[usize]>,
-        /// Whether requests matching no route count too.
-        unmatched: bool,
-    },
+    /// Requests whose matched route names this limit.
+    Named,
+    /// Requests whose matched route names this limit or names none, and requests that match
+    /// no route (or reach a layer without routes): the fallback, as a policy's `default`
+    /// limit.
+    Default,
 }
 
 impl Scope {
-    pub(super) fn applies(&self, route: Option<usize>) -> bool {
-        match (self, route) {
-            (Scope::Everywhere, _) => true,
-            (Scope::Routes { routes, .. }, Some(i)) => routes.contains(&i),
-            (Scope::Routes { unmatched, .. }, None) => *unmatched,
+    /// Whether a limit named `name` with this scope applies to a request that matched `route`.
+    pub(super) fn applies(self, name: &str, route: Option<&Route>) -> bool {
+        let names = route.map(Route::rate_limit_names);
+        let named = names.is_some_and(|names| names.iter().any(|n| &**n == name));
+        match self {
+            Scope::Everywhere => true,
+            Scope::Named => named,
+            Scope::Default => named || names.is_none_or(<[Box<str>]>::is_empty),
         }
     }
 }
@@ -126,8 +129,8 @@ impl Limit {
             .expect("the name is a token")
     }
 
-    /// Where the limit applies (default: every request); route indices refer to the layer's
-    /// [`routes`](super::RateLimitLayer::routes).
+    /// Where the limit applies (default: every request), by the limits the matched route
+    /// names.
     pub fn scope(mut self, scope: Scope) -> Self {
         self.scope = scope;
         self

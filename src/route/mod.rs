@@ -42,6 +42,8 @@ pub struct Route {
     pub(crate) roles: Option<(ClaimPath, Box<[Box<str>]>)>,
     pub(crate) claims: Box<[(ClaimPath, Box<[Value]>)]>,
     challenge_scope: Option<HeaderValue>,
+    /// The rate limits this route names (see [`Route::rate_limits`]).
+    rate_limits: Box<[Box<str>]>,
 }
 
 impl fmt::Debug for Route {
@@ -78,6 +80,7 @@ impl Route {
             roles: None,
             claims: Box::default(),
             challenge_scope: None,
+            rate_limits: Box::default(),
         })
     }
 
@@ -178,6 +181,40 @@ impl Route {
     /// The authentication mode.
     pub fn auth_mode(&self) -> Auth {
         self.auth
+    }
+
+    /// Names the rate limits that apply to this route: those of the layer's limits scoped
+    /// [`Named`](crate::rate_limit::Scope::Named) or
+    /// [`Default`](crate::rate_limit::Scope::Default) with these names. A route that names
+    /// none gets the `Default`-scoped limits.
+    ///
+    /// ```
+    /// use portcullis::authz::{Route, Routes};
+    /// use portcullis::rate_limit::{Limit, Quota, RateLimitLayer, Scope};
+    ///
+    /// let routes = Routes::new([
+    ///     Route::new("/search/**").unwrap().rate_limits(["search"]),
+    ///     Route::new("/**").unwrap(),
+    /// ]);
+    /// let search = Limit::new("search", "claim:sub".parse().unwrap(), Quota::per_minute(10))
+    ///     .unwrap()
+    ///     .scope(Scope::Named);
+    /// let everyone = Limit::per_client_ip(Quota::per_minute(600)).scope(Scope::Default);
+    /// let layer = RateLimitLayer::new([search, everyone]).routes(routes);
+    /// # let _ = layer;
+    /// ```
+    pub fn rate_limits<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<Box<str>>,
+    {
+        self.rate_limits = strings(names);
+        self
+    }
+
+    /// The rate limits this route names.
+    pub fn rate_limit_names(&self) -> &[Box<str>] {
+        &self.rate_limits
     }
 
     /// Whether the route has a rule beyond authentication.
