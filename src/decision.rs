@@ -11,7 +11,10 @@
 //! the request.
 //!
 //! This module sits below every layer: it names no layer's types. The identity is seen through
-//! [`Principal`]; a route table through an opaque [`TableId`].
+//! [`Principal`].
+//!
+//! The policy stack ([`PolicyService`](crate::policy::PolicyService)) needs no record: it runs
+//! the stages itself and keeps what they decided as a local.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -22,34 +25,6 @@ pub(crate) trait Principal: Send + Sync {
     fn subject(&self) -> Option<&str>;
     /// The issuer that vouched for it.
     fn issuer(&self) -> &str;
-}
-
-/// The identity of one route table, so that a layer can tell whether a recorded match is one
-/// of its own table's. Cloning shares it; two tables built apart never compare equal.
-#[derive(Clone)]
-pub(crate) struct TableId(Arc<()>);
-
-impl TableId {
-    /// A new identity, equal only to its clones.
-    #[cfg(any(feature = "policy", test))]
-    pub(crate) fn new() -> Self {
-        Self(Arc::new(()))
-    }
-}
-
-impl PartialEq for TableId {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
-}
-
-/// A match in a route table shared by the layers of one stack: the route's index (if one
-/// matched) and whether the request is a CORS preflight to let through.
-#[derive(Clone, PartialEq)]
-pub(crate) struct RouteMatch {
-    pub(crate) table: TableId,
-    pub(crate) index: Option<usize>,
-    pub(crate) preflight: bool,
 }
 
 /// One request's record. See the [module](self).
@@ -63,8 +38,6 @@ struct Record {
     /// Monotonic nanoseconds when a layer that decides after its `call` returned decided; 0
     /// when none did.
     decided: AtomicU64,
-    /// The match in the stack's shared route table.
-    matched: OnceLock<RouteMatch>,
 }
 
 /// The handle to one request's record, kept by the layer that opened it and carried in the
@@ -78,8 +51,7 @@ impl Recorder {
         request.extensions().get::<Recorder>()
     }
 
-    /// The request's recorder, opening one if no layer around has (a stack without a
-    /// propagate layer still shares its route match).
+    /// The request's recorder, opening one if no layer around has.
     pub(crate) fn open_in<B>(request: &mut http::Request<B>) -> Recorder {
         if let Some(recorder) = Self::of(request) {
             return recorder.clone();
@@ -109,20 +81,6 @@ impl Recorder {
             .0
             .decided
             .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
-    }
-
-    /// Records the match in a shared route table. The first record stands.
-    pub(crate) fn matched(&self, matched: RouteMatch) {
-        let _ = self.0.matched.set(matched);
-    }
-
-    /// The recorded match, if it is one of `table`'s.
-    pub(crate) fn match_in(&self, table: &TableId) -> Option<(Option<usize>, bool)> {
-        self.0
-            .matched
-            .get()
-            .filter(|m| m.table == *table)
-            .map(|m| (m.index, m.preflight))
     }
 
     /// The identity recorded, if any.
@@ -185,20 +143,6 @@ mod tests {
         let first = recorder.decided_at().unwrap();
         recorder.decided_now();
         assert_eq!(again.decided_at(), Some(first));
-    }
-
-    #[test]
-    fn a_match_is_read_back_only_by_its_own_table() {
-        let recorder = Recorder::new();
-        let (table, other) = (TableId::new(), TableId::new());
-        assert!(recorder.match_in(&table).is_none());
-        recorder.matched(RouteMatch {
-            table: table.clone(),
-            index: Some(2),
-            preflight: false,
-        });
-        assert_eq!(recorder.match_in(&table.clone()), Some((Some(2), false)));
-        assert_eq!(recorder.match_in(&other), None);
     }
 
     #[test]

@@ -249,6 +249,8 @@ fn cached_hit_allocates_nothing_in_the_decision_path() {
 
     whole_stack(&validator, &token);
     under_axum(&validator, &token);
+    #[cfg(feature = "policy")]
+    policy_stack();
     assert!(first_sight <= 100, "{first_sight}");
     assert_eq!(
         maps[0]["x-portcullis-assertion"],
@@ -496,5 +498,79 @@ fn under_axum(validator: &portcullis::jwt::Validator, token: &str) {
     dhat::assert_eq!(axum_layering, 2);
     let mut layered = router().layer(stack).with_state(());
     let blocks = (per_request(&mut |r| serve(&mut layered, r)) - baseline) / 100 - axum_layering;
+    dhat::assert_eq!(blocks, 5);
+}
+
+/// The same stack built from a policy file: one service that runs the stages itself and keeps
+/// what they decided as a local, so it needs no record in the request's extensions. Per
+/// request: the child traceparent, the identity's entry in the extensions of a request that has
+/// none yet (the map, its table, the boxed entry) and the `RateLimit` value (a policy's limits
+/// send their headers) — 5, the figure of the layered stack with headers on before it carried
+/// a decision record (that stack now makes 7).
+#[cfg(feature = "policy")]
+fn policy_stack() {
+    // The policy's validator reads the system clock: a token valid now.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut claims = claims("ada");
+    claims["iat"] = serde_json::json!(now - 10);
+    claims["exp"] = serde_json::json!(now + 600);
+    let token = mint(jsonwebtoken::Algorithm::ES256, &claims);
+    let keys = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/p256.pub.pem");
+    let policy = portcullis::policy::Policy::from_toml(&format!(
+        r#"
+        [[issuers]]
+        issuer = "{ISS_A}"
+        audiences = ["api"]
+        keys = {{ pem_files = ["{keys}"] }}
+
+        [[routes]]
+        path = "/orders/**"
+        scopes_all = ["read"]
+
+        [[rate_limits]]
+        name = "default"
+        key = "claim:sub"
+        rate = "1000000/s"
+
+        [upstream_headers]
+        x-user-id = "sub"
+        "#
+    ))
+    .unwrap();
+    let layer = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(policy.build())
+        .unwrap();
+    let inner = || {
+        service_fn(|_req: Request<()>| {
+            let mut response = Response::new(());
+            response.headers_mut().insert(
+                "content-type",
+                http::HeaderValue::from_static("application/json"),
+            );
+            std::future::ready(Ok::<_, Infallible>(response))
+        })
+    };
+    let bearer =
+        http::HeaderValue::from_maybe_shared(bytes::Bytes::from(format!("Bearer {token}")))
+            .unwrap();
+    let requests = |n: usize| -> Vec<Request<()>> {
+        (0..n)
+            .map(|_| {
+                let mut req = Request::get("/orders/42").body(()).unwrap();
+                client_headers(req.headers_mut(), &bearer, true);
+                req
+            })
+            .collect()
+    };
+    let mut bare = inner();
+    let bare_blocks = blocks_to_serve(&mut bare, requests(100));
+    let mut stack = layer.layer(inner());
+    blocks_to_serve(&mut stack, requests(1));
+    let blocks = (blocks_to_serve(&mut stack, requests(100)) - bare_blocks) / 100;
     dhat::assert_eq!(blocks, 5);
 }

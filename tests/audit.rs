@@ -418,6 +418,84 @@ fn audit_events_field_by_field() {
         }
     }
 
+    // The stack built from a policy runs the stages itself, with what they decided as a local:
+    // its events name the subject and route the same way.
+    #[cfg(feature = "policy")]
+    {
+        use tower::ServiceExt;
+
+        let keys = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/p256.pub.pem");
+        let policy = portcullis::policy::Policy::from_toml(&format!(
+            r#"
+            [[issuers]]
+            issuer = "{ISS_A}"
+            audiences = ["api"]
+            keys = {{ pem_files = ["{keys}"] }}
+
+            [[routes]]
+            path = "/orders/**"
+            scopes_all = ["read"]
+
+            [[routes]]
+            path = "/admin/**"
+            scopes_all = ["admin"]
+            "#
+        ))
+        .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let stack = runtime.block_on(policy.build()).unwrap().layer(echo(&seen));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let mut fresh = claims("ada");
+        fresh["iat"] = serde_json::json!(now - 10);
+        fresh["exp"] = serde_json::json!(now + 600);
+        let fresh = format!("Bearer {}", mint(Alg::ES256, &fresh));
+        let cases = [
+            (
+                "p1",
+                "/orders/1",
+                Some(&fresh),
+                200,
+                Some("ada"),
+                "/orders/**",
+            ),
+            (
+                "p2",
+                "/admin/x",
+                Some(&fresh),
+                403,
+                Some("ada"),
+                "/admin/**",
+            ),
+            ("p3", "/orders/1", None, 401, None, "/orders/**"),
+        ];
+        for (id, path, auth, status, _, _) in cases {
+            let response = runtime
+                .block_on(stack.clone().oneshot(request(path, auth.map(|a| &**a), id)))
+                .unwrap();
+            assert_eq!(response.status(), status, "{id}");
+            assert_eq!(response.headers()["x-request-id"], id);
+        }
+        let events = captured.0.lock().unwrap();
+        for (id, _, _, status, subject, route) in cases {
+            let [event] = audit_events(&events, id)[..] else {
+                panic!("one event for {id}");
+            };
+            assert_eq!(event["status"], status.to_string(), "{id}");
+            assert_eq!(event.get("subject").map(String::as_str), subject, "{id}");
+            assert_eq!(
+                event.get("issuer").map(String::as_str),
+                subject.map(|_| ISS_A),
+                "{id}"
+            );
+            assert_eq!(event["route"], route, "{id}");
+        }
+    }
+
     // No event and no span of any target carries a token or any part of one.
     let events = captured.0.lock().unwrap();
     assert!(events.iter().any(|(t, _)| t == "span:portcullis::request"));

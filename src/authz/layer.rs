@@ -7,7 +7,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::path::PathError;
-use super::{Auth, Routes};
+use super::{Auth, Route, Routes};
 use crate::decision::Recorder;
 use crate::error::ConfigError;
 use crate::jwt::{Identity, ResponseFuture};
@@ -88,7 +88,7 @@ impl<R> Clone for AuthorizeLayer<R> {
     }
 }
 
-struct Config {
+pub(crate) struct Config {
     routes: Routes,
     realm: Box<str>,
     no_token: HeaderValue,
@@ -152,6 +152,12 @@ impl AuthorizeLayer {
 }
 
 impl<R> AuthorizeLayer<R> {
+    /// The configuration and the rejection hook a service of this layer runs with.
+    #[cfg(feature = "policy")]
+    pub(crate) fn parts(&self) -> (Arc<Config>, Arc<R>) {
+        (Arc::clone(&self.config), Arc::clone(&self.rejection))
+    }
+
     /// Replaces the response built for refused requests (see [`reject`](crate::reject)).
     pub fn on_rejection<R2>(self, rejection: R2) -> AuthorizeLayer<R2> {
         AuthorizeLayer {
@@ -210,10 +216,25 @@ impl Config {
         if let (Some((_, route)), Some(recorder)) = (route, Recorder::of(request)) {
             recorder.route(route.pattern_text());
         }
+        self.check(
+            route,
+            preflight,
+            request.extensions().get::<Arc<Identity>>(),
+        )
+    }
+
+    /// The rule of the matched `route` (its index and the route, if any matched) for
+    /// `identity`: `Ok` to let the request through, else the error and the route's index. A
+    /// CORS preflight let through passes.
+    pub(crate) fn check(
+        &self,
+        route: Option<(usize, &Route)>,
+        preflight: bool,
+        identity: Option<&Arc<Identity>>,
+    ) -> Result<(), (AuthzError, Option<usize>)> {
         if preflight {
             return Ok(());
         }
-        let identity = request.extensions().get::<Arc<Identity>>();
         let Some((index, route)) = route else {
             // Unmatched: a token is required, and no rule applies.
             return identity
@@ -233,10 +254,11 @@ impl Config {
         }
     }
 
-    fn reject<B: Default, R: OnRejection<B>>(
+    /// The refusal for `error` on the route of index `route`, through `hook`.
+    pub(crate) fn refuse<B: Default, R: OnRejection<B> + ?Sized>(
         &self,
         hook: &R,
-        request: &Request<impl Sized>,
+        headers: &http::HeaderMap,
         (error, route): (AuthzError, Option<usize>),
     ) -> Response<B> {
         let challenge = match &error {
@@ -246,7 +268,7 @@ impl Config {
         };
         let refusal = Refusal::new(error.status(), error.reason())
             .challenge(challenge)
-            .grpc(request.headers());
+            .grpc(headers);
         respond(hook, refusal, error)
     }
 }
@@ -268,9 +290,11 @@ where
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         match self.config.decide(&mut request) {
             Ok(()) => ResponseFuture::inner(self.inner.call(request)),
-            Err(error) => {
-                ResponseFuture::rejected(self.config.reject(&*self.rejection, &request, error))
-            }
+            Err(error) => ResponseFuture::rejected(self.config.refuse(
+                &*self.rejection,
+                request.headers(),
+                error,
+            )),
         }
     }
 }

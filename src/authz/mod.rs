@@ -29,6 +29,8 @@ use serde_json::Value;
 
 pub use crate::route::path;
 pub use crate::route::{Auth, METHOD_OVERRIDE_HEADERS, Route, Routes};
+#[cfg(feature = "policy")]
+pub(crate) use layer::Config;
 pub use layer::{Authorize, AuthorizeLayer, AuthzError};
 
 use crate::jwt::Identity;

@@ -8,8 +8,8 @@ use super::error::Challenges;
 use super::service::JwtAuth;
 use super::{Identity, Issuer, JwtError, Validator};
 use crate::error::ConfigError;
-use crate::reject::DefaultRejection;
-use crate::route::Routes;
+use crate::reject::{DefaultRejection, OnRejection, Refusal, respond};
+use crate::route::{Auth, Route, Routes};
 use crate::token::{TokenExtractor, TokenSource};
 
 /// Authenticates every request with a bearer token and puts the verified `Arc<Identity>` in
@@ -192,20 +192,72 @@ pub(crate) struct Config<R> {
     pub(crate) routes: Option<Routes>,
 }
 
+impl<R> Config<R> {
+    /// How a request is authenticated: by its matched route (`matched`: the route, if any, and
+    /// whether it is a CORS preflight to let through) when routes are configured, else as the
+    /// layer says (required, or optional).
+    pub(crate) fn mode(&self, matched: Option<(Option<&Route>, bool)>) -> Auth {
+        match matched {
+            None if self.optional => Auth::Optional,
+            None => Auth::Required,
+            Some((_, true)) => Auth::None,
+            Some((Some(route), false)) => route.auth_mode(),
+            // Unmatched: a token is required (fail closed).
+            Some((None, false)) => Auth::Required,
+        }
+    }
+
+    /// The verified identity of a request authenticated as `mode`: none on a public route, or
+    /// on an optional one without a token.
+    pub(crate) fn identify(
+        &self,
+        mode: Auth,
+        headers: &HeaderMap,
+    ) -> Result<Option<Arc<Identity>>, JwtError> {
+        if mode == Auth::None {
+            return Ok(None);
+        }
+        authenticate(
+            &self.extractor,
+            &self.validator,
+            mode == Auth::Optional,
+            headers,
+        )
+    }
+
+    /// The refusal for `error`, through `hook`, with its challenge.
+    pub(crate) fn refuse<B: Default, H: OnRejection<B> + ?Sized>(
+        &self,
+        hook: &H,
+        headers: &HeaderMap,
+        error: JwtError,
+    ) -> http::Response<B> {
+        let (status, challenge) = error.response_kind();
+        let refusal = Refusal::new(status, error.reason())
+            .challenge(self.challenges.get(challenge))
+            .grpc(headers);
+        respond(hook, refusal, error)
+    }
+}
+
+impl<R: Clone> JwtAuthLayer<R> {
+    /// The configuration a service of this layer runs with.
+    pub(crate) fn config(&self) -> Arc<Config<R>> {
+        Arc::new(Config {
+            validator: self.validator.clone(),
+            extractor: self.extractor.clone(),
+            challenges: self.challenges.clone(),
+            rejection: self.rejection.clone(),
+            optional: self.optional,
+            routes: self.routes.clone(),
+        })
+    }
+}
+
 impl<S, R: Clone> Layer<S> for JwtAuthLayer<R> {
     type Service = JwtAuth<S, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        JwtAuth::new(
-            inner,
-            Arc::new(Config {
-                validator: self.validator.clone(),
-                extractor: self.extractor.clone(),
-                challenges: self.challenges.clone(),
-                rejection: self.rejection.clone(),
-                optional: self.optional,
-                routes: self.routes.clone(),
-            }),
-        )
+        JwtAuth::new(inner, self.config())
     }
 }

@@ -55,6 +55,8 @@ pub(crate) use error::check_realm;
 pub use error::{ChallengeKind, JwtError};
 pub use future::ResponseFuture;
 pub use identity::Identity;
+#[cfg(feature = "policy")]
+pub(crate) use layer::Config;
 pub use layer::JwtAuthLayer;
 pub use service::JwtAuth;
 pub use validator::{DEFAULT_CACHE_BUDGET, Issuer, Validator, ValidatorBuilder};

@@ -7,10 +7,9 @@ use tower_service::Service;
 
 use super::JwtError;
 use super::future::ResponseFuture;
-use super::layer::{Config, authenticate};
+use super::layer::Config;
 use crate::decision::{Principal, Recorder};
-use crate::reject::{OnRejection, Refusal, respond};
-use crate::route::Auth;
+use crate::reject::OnRejection;
 
 /// The service [`JwtAuthLayer`](super::JwtAuthLayer) wraps around an inner service.
 pub struct JwtAuth<S, R = crate::reject::DefaultRejection> {
@@ -48,19 +47,6 @@ impl<S: fmt::Debug, R> fmt::Debug for JwtAuth<S, R> {
     }
 }
 
-impl<S, R> JwtAuth<S, R> {
-    fn reject<B: Default>(&self, request: &http::HeaderMap, error: JwtError) -> Response<B>
-    where
-        R: OnRejection<B>,
-    {
-        let (status, challenge) = error.response_kind();
-        let refusal = Refusal::new(status, error.reason())
-            .challenge(self.config.challenges.get(challenge))
-            .grpc(request);
-        respond(&self.config.rejection, refusal, error)
-    }
-}
-
 impl<S, R, ReqBody, ResBody> Service<Request<ReqBody>> for JwtAuth<S, R>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
@@ -77,50 +63,24 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let config = &*self.config;
-        let mut mode = if config.optional {
-            Auth::Optional
-        } else {
-            Auth::Required
-        };
-        let mut pattern = None;
-        if let Some(routes) = &config.routes {
-            match routes
-                .resolve_request(&mut req)
-                .map(|(route, preflight)| (route.map(|(_, route)| route), preflight))
-            {
+        let matched = match &config.routes {
+            Some(routes) => match routes.resolve_request(&mut req) {
+                Ok((route, preflight)) => Some((route.map(|(_, route)| route), preflight)),
                 Err(error) => {
-                    return ResponseFuture::rejected(
-                        self.reject(req.headers(), JwtError::BadPath(error)),
-                    );
+                    return ResponseFuture::rejected(config.refuse(
+                        &config.rejection,
+                        req.headers(),
+                        JwtError::BadPath(error),
+                    ));
                 }
-                Ok((route, true)) => {
-                    pattern = route.map(|r| r.pattern_text());
-                    mode = Auth::None;
-                }
-                Ok((Some(route), false)) => {
-                    pattern = Some(route.pattern_text());
-                    mode = route.auth_mode();
-                }
-                Ok((None, false)) => mode = Auth::Required,
-            }
-        }
+            },
+            None => None,
+        };
         let recorder = Recorder::of(&req);
-        if let (Some(recorder), Some(pattern)) = (recorder, pattern) {
-            recorder.route(pattern);
+        if let (Some(recorder), Some((Some(route), _))) = (recorder, matched) {
+            recorder.route(route.pattern_text());
         }
-        if mode == Auth::None {
-            if let Some(recorder) = recorder {
-                recorder.identity(None);
-            }
-            return ResponseFuture::inner(self.inner.call(req));
-        }
-        let optional = mode == Auth::Optional;
-        match authenticate(
-            &config.extractor,
-            &config.validator,
-            optional,
-            req.headers(),
-        ) {
+        match config.identify(config.mode(matched), req.headers()) {
             Ok(identity) => {
                 if let Some(recorder) = recorder {
                     recorder.identity(identity.clone().map(|i| i as Arc<dyn Principal>));
@@ -130,7 +90,9 @@ where
                 }
                 ResponseFuture::inner(self.inner.call(req))
             }
-            Err(error) => ResponseFuture::rejected(self.reject(req.headers(), error)),
+            Err(error) => {
+                ResponseFuture::rejected(config.refuse(&config.rejection, req.headers(), error))
+            }
         }
     }
 }

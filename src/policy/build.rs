@@ -8,14 +8,15 @@ use std::sync::Arc;
 use tower_layer::Layer;
 
 use super::file::{KeysSection, PolicyFile, StoreValue};
+use super::stack::{PolicyService, Stages};
 use super::{Locator, Policy, PolicyError};
-use crate::authz::{Authorize, AuthorizeLayer, Route, Routes};
-use crate::claims::{AssertionSigner, ClaimPath, MapClaims, MapClaimsLayer};
+use crate::authz::{AuthorizeLayer, Route, Routes};
+use crate::claims::{AssertionSigner, ClaimPath, MapClaimsLayer};
 use crate::crypto::{Algorithm, KeyKind};
-use crate::jwt::{Issuer, JwtAuth, JwtAuthLayer, Validator};
+use crate::jwt::{Issuer, JwtAuthLayer, Validator};
 use crate::keys::KeySet;
-use crate::propagate::{Propagate, PropagateLayer, TrustIncoming};
-use crate::rate_limit::{IpNet, Limit, RateLimit, RateLimitLayer, Scope};
+use crate::propagate::{PropagateLayer, TrustIncoming};
+use crate::rate_limit::{IpNet, Limit, RateLimitLayer, Scope};
 use crate::reject::DefaultRejection;
 
 /// The options of an issuer's remote key set: its start-up choice.
@@ -440,7 +441,8 @@ fn propagate(file: &PolicyFile) -> PropagateLayer {
 }
 
 /// The whole stack a policy describes, as one layer: propagate, authenticate, authorize, map
-/// claims, rate limit, in that order. Cheap to clone.
+/// claims, rate limit, in that order, run as one service ([`PolicyService`]) that matches the
+/// route once per request and keeps what the stages decided as a local. Cheap to clone.
 ///
 /// Its refusals are shaped by one hook, [`on_rejection`](Self::on_rejection), as for each layer
 /// alone (see [`reject`](crate::reject)).
@@ -455,8 +457,7 @@ pub struct PolicyLayer<R = DefaultRejection> {
     from: Arc<PolicyFile>,
     validator: Validator,
     limits: Arc<[Limit]>,
-    /// The route table the layers share (to count its searches).
-    #[cfg(test)]
+    /// The route table, matched once per request by the stack's decision core.
     routes: Routes,
 }
 
@@ -483,7 +484,6 @@ impl<R> PolicyLayer<R> {
             from: self.from,
             validator: self.validator,
             limits: self.limits,
-            #[cfg(test)]
             routes: self.routes,
         }
     }
@@ -512,14 +512,19 @@ impl<R> PolicyLayer<R> {
 }
 
 impl<S, R: Clone> Layer<S> for PolicyLayer<R> {
-    type Service = Propagate<JwtAuth<Authorize<MapClaims<RateLimit<S, R>>, R>, R>>;
+    type Service = PolicyService<S, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        self.propagate.layer(
-            self.jwt.layer(
-                self.authorize
-                    .layer(self.mapping.layer(self.rate_limit.layer(inner))),
-            ),
+        PolicyService::new(
+            inner,
+            Arc::new(Stages {
+                propagate: Arc::clone(self.propagate.config()),
+                routes: self.routes.clone(),
+                jwt: self.jwt.config(),
+                authorize: self.authorize.parts(),
+                mapping: self.mapping.clone(),
+                rate_limit: self.rate_limit.parts(),
+            }),
         )
     }
 }
@@ -642,29 +647,25 @@ pub(crate) async fn build(
         limits.push(limit.scope(resolved.scopes[i]));
     }
 
-    // One table for the three layers that match routes, marked shared: they stand next to each
-    // other in `PolicyLayer::layer` (nothing between them can change a request's path or
-    // method), so the first match is recorded and reused, not searched for three times.
-    let routes = resolved.routes.clone().shared_in_stack();
+    // One table: the decision core matches it once per request and hands the match to each
+    // stage (the layers keep it too, for their configuration).
+    let routes = resolved.routes.clone();
     let sources = file.token.sources.iter().map(|s| s.0.clone());
     let jwt = JwtAuthLayer::new(validator.clone())
         .sources(sources)
         .routes(routes.clone());
     let rate_limit = RateLimitLayer::new(limits.clone()).routes(routes.clone());
-    #[cfg(test)]
-    let routes_kept = routes.clone();
     let limits = limits.into();
     Ok(PolicyLayer {
         propagate: resolved.propagate.clone(),
         jwt,
-        authorize: AuthorizeLayer::new(routes),
+        authorize: AuthorizeLayer::new(routes.clone()),
         mapping: resolved.mapping.clone(),
         rate_limit,
         from: Arc::new(file.clone()),
         validator,
         limits,
-        #[cfg(test)]
-        routes: routes_kept,
+        routes,
     })
 }
 
@@ -681,8 +682,8 @@ mod tests {
 
     use crate::policy::Policy;
 
-    /// The stack's three route-reading layers (authenticate, authorize, rate limit by route)
-    /// search the shared table once per request, whatever the outcome.
+    /// The stack's three route-reading stages (authenticate, authorize, rate limit by route)
+    /// share one search of the table per request, whatever the outcome.
     #[test]
     fn the_policy_stack_matches_the_route_once_per_request() {
         let policy = Policy::from_toml(

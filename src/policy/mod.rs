@@ -39,12 +39,14 @@
 mod build;
 mod file;
 mod reload;
+mod stack;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use build::PolicyLayer;
 pub use reload::{PolicyHandle, ReloadLayer, Reloading};
+pub use stack::{PolicyService, ResponseFuture};
 
 use file::PolicyFile;
 

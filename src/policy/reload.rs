@@ -13,11 +13,6 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::{Policy, PolicyError, PolicyLayer};
-use crate::authz::Authorize;
-use crate::claims::MapClaims;
-use crate::jwt::JwtAuth;
-use crate::propagate::Propagate;
-use crate::rate_limit::RateLimit;
 use crate::reject::DefaultRejection;
 
 struct Current {
@@ -254,7 +249,7 @@ impl<S: Clone, R: Clone> Layer<S> for ReloadLayer<R> {
 }
 
 /// The policy stack around `S` (`<PolicyLayer<R> as Layer<S>>::Service`).
-type Stack<S, R> = Propagate<JwtAuth<Authorize<MapClaims<RateLimit<S, R>>, R>, R>>;
+type Stack<S, R> = super::PolicyService<S, R>;
 
 /// `layer`'s stack around `inner`, refusing through `rejection`.
 fn stack<S, R: Clone>(layer: &PolicyLayer, rejection: &R, inner: S) -> Stack<S, R> {

@@ -5,7 +5,6 @@ use http::Response;
 use http::HeaderValue;
 
 use super::context::TraceContext;
-use crate::decision::Recorder;
 use crate::reject::{Reason, Refused};
 
 /// The `tracing` target of audit events.
@@ -56,7 +55,7 @@ impl Outcome {
 pub(crate) fn emit(
     request_id: &HeaderValue,
     trace: Option<&TraceContext>,
-    recorder: Option<&Recorder>,
+    decided: super::layer::Decided<'_>,
     method: &http::Method,
     outcome: Outcome,
     status: Option<http::StatusCode>,
@@ -67,7 +66,7 @@ pub(crate) fn emit(
     if !tracing::enabled!(target: AUDIT_TARGET, tracing::Level::INFO) {
         return;
     }
-    let identity = recorder.and_then(Recorder::principal);
+    let identity = decided.principal;
     let trace_id = trace.map(|t| t.trace_id());
     tracing::info!(
         target: AUDIT_TARGET,
@@ -78,7 +77,7 @@ pub(crate) fn emit(
         trace_id = trace_id.as_ref().map(tracing::field::display),
         subject = identity.and_then(|i| i.subject()),
         issuer = identity.map(|i| i.issuer()),
-        route = recorder.and_then(Recorder::route_pattern),
+        route = decided.route,
         method = method.as_str(),
         decision_us = decision_nanos / 1_000,
         "request decided"

@@ -104,7 +104,7 @@ pub struct PropagateLayer {
 }
 
 #[derive(Clone)]
-struct Config {
+pub(crate) struct Config {
     request_id: HeaderName,
     trust: TrustIncoming,
     trace_context: bool,
@@ -153,6 +153,12 @@ impl PropagateLayer {
                 request_context: false,
             }),
         }
+    }
+
+    /// The layer's configuration, for the policy stack that runs it with the decision core.
+    #[cfg(feature = "policy")]
+    pub(crate) fn config(&self) -> &Arc<Config> {
+        &self.config
     }
 
     /// The request id header this layer sets.
@@ -334,90 +340,103 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let config = &*self.config;
-        let started = monotonic_nanos();
-        if config.strip_hop_by_hop {
-            remove_hop_by_hop(request.headers_mut());
-        }
-        // The request id reaches the service in one spelling only: a client's `X_Request_Id`
-        // would stand beside the id the layer keeps or makes. (`traceparent` and `tracestate`
-        // hold no `-`, so they have no other spelling.)
-        remove_other_spellings(request.headers_mut(), &config.request_id);
-        let kept = config.kept_request_id(request.headers(), request.extensions());
-        let kept_id = kept.is_some();
-        let traced = config
-            .trace_context
-            .then(|| config.trace(request.headers_mut()));
-        let trace = traced.as_ref().map(|(trace, _)| *trace);
-        // New header values: one allocation for the new request id and the child traceparent
-        // together, shared by the request, the response and the audit event (refcounts:
-        // `Bytes::from_owner` counts references from the start, and slices share them).
-        let (request_id, traceparent) = match (kept, traced) {
-            (Some(id), None) => (id, None),
-            (Some(id), Some((_, child))) => (id, Some(Bytes::from_owner(child))),
-            (None, None) => (header_value(Bytes::from_owner(new_request_id())), None),
-            (None, Some((_, child))) => {
-                let mut both = [0; REQUEST_ID_LEN + TRACEPARENT_LEN];
-                both[..REQUEST_ID_LEN].copy_from_slice(&new_request_id());
-                both[REQUEST_ID_LEN..].copy_from_slice(&child);
-                let both = Bytes::from_owner(both);
-                (
-                    header_value(both.slice(..REQUEST_ID_LEN)),
-                    Some(both.slice(REQUEST_ID_LEN..)),
-                )
-            }
-        };
-        if !kept_id {
-            request
-                .headers_mut()
-                .insert(config.request_id.clone(), request_id.clone());
-        }
-        if let Some(traceparent) = traceparent {
-            request
-                .headers_mut()
-                .insert(TRACEPARENT, header_value(traceparent));
-        }
-        let mut propagated = Vec::new();
-        for (i, name) in config.propagate.iter().enumerate() {
-            if let Some(value) = request.headers().get(name) {
-                propagated.push((i, value.clone()));
-            }
-        }
-        if config.request_context {
-            request
-                .extensions_mut()
-                .insert(RequestContext::new(request_id.clone(), trace));
-        }
-        let method = request.method().clone();
-        let span = tracing::debug_span!(
-            target: "portcullis::request",
-            "request",
-            request_id = request_id.to_str().unwrap_or_default(),
-            trace_id = trace.map(|t| tracing::field::display(t.trace_id())),
-        );
-        let recorder = config.audit.then(|| Recorder::open_in(&mut request));
+        let (mut pending, span) = begin(&self.config, &mut request);
+        pending.recorder = self.config.audit.then(|| Recorder::open_in(&mut request));
         let future = {
             let _entered = span.enter();
             self.inner.call(request)
         };
         // Layers that decide in `call` have decided by now; one that decides later (a Redis
         // round trip) marks the record when it does.
-        let called = monotonic_nanos();
+        pending.called = monotonic_nanos();
         ResponseFuture {
             future,
-            state: Some(Pending {
-                config: Arc::clone(&self.config),
-                request_id,
-                trace,
-                recorder,
-                method,
-                started,
-                called,
-                propagated,
-            }),
+            state: Some(pending),
             span,
         }
     }
+}
+
+/// The request side of the layer: the request id, the trace context, hop-by-hop headers and
+/// the headers to propagate, with the request's span. What the response side needs is in the
+/// returned [`Pending`] (its `called` time is the time of this call until the caller sets it).
+pub(crate) fn begin<B>(config: &Arc<Config>, request: &mut Request<B>) -> (Pending, tracing::Span) {
+    let config_arc = config;
+    let config = &**config;
+    let started = monotonic_nanos();
+    if config.strip_hop_by_hop {
+        remove_hop_by_hop(request.headers_mut());
+    }
+    // The request id reaches the service in one spelling only: a client's `X_Request_Id`
+    // would stand beside the id the layer keeps or makes. (`traceparent` and `tracestate`
+    // hold no `-`, so they have no other spelling.)
+    remove_other_spellings(request.headers_mut(), &config.request_id);
+    let kept = config.kept_request_id(request.headers(), request.extensions());
+    let kept_id = kept.is_some();
+    let traced = config
+        .trace_context
+        .then(|| config.trace(request.headers_mut()));
+    let trace = traced.as_ref().map(|(trace, _)| *trace);
+    // New header values: one allocation for the new request id and the child traceparent
+    // together, shared by the request, the response and the audit event (refcounts:
+    // `Bytes::from_owner` counts references from the start, and slices share them).
+    let (request_id, traceparent) = match (kept, traced) {
+        (Some(id), None) => (id, None),
+        (Some(id), Some((_, child))) => (id, Some(Bytes::from_owner(child))),
+        (None, None) => (header_value(Bytes::from_owner(new_request_id())), None),
+        (None, Some((_, child))) => {
+            let mut both = [0; REQUEST_ID_LEN + TRACEPARENT_LEN];
+            both[..REQUEST_ID_LEN].copy_from_slice(&new_request_id());
+            both[REQUEST_ID_LEN..].copy_from_slice(&child);
+            let both = Bytes::from_owner(both);
+            (
+                header_value(both.slice(..REQUEST_ID_LEN)),
+                Some(both.slice(REQUEST_ID_LEN..)),
+            )
+        }
+    };
+    if !kept_id {
+        request
+            .headers_mut()
+            .insert(config.request_id.clone(), request_id.clone());
+    }
+    if let Some(traceparent) = traceparent {
+        request
+            .headers_mut()
+            .insert(TRACEPARENT, header_value(traceparent));
+    }
+    let mut propagated = Vec::new();
+    for (i, name) in config.propagate.iter().enumerate() {
+        if let Some(value) = request.headers().get(name) {
+            propagated.push((i, value.clone()));
+        }
+    }
+    if config.request_context {
+        request
+            .extensions_mut()
+            .insert(RequestContext::new(request_id.clone(), trace));
+    }
+    let method = request.method().clone();
+    let span = tracing::debug_span!(
+        target: "portcullis::request",
+        "request",
+        request_id = request_id.to_str().unwrap_or_default(),
+        trace_id = trace.map(|t| tracing::field::display(t.trace_id())),
+    );
+    let called = started;
+    (
+        Pending {
+            config: Arc::clone(config_arc),
+            request_id,
+            trace,
+            recorder: None,
+            method,
+            started,
+            called,
+            propagated,
+        },
+        span,
+    )
 }
 
 /// A header value from bytes this layer wrote (ids in hex and dashes: always valid).
@@ -425,16 +444,78 @@ fn header_value(bytes: Bytes) -> HeaderValue {
     HeaderValue::from_maybe_shared(bytes).expect("ids are visible ASCII")
 }
 
-struct Pending {
+/// What the response side of the layer needs from the request side.
+pub(crate) struct Pending {
     config: Arc<Config>,
     request_id: HeaderValue,
     trace: Option<TraceContext>,
-    /// The request's decision record (with audit on).
+    /// The request's decision record (with audit on), for the layer on its own.
     recorder: Option<Recorder>,
     method: http::Method,
     started: u64,
-    called: u64,
+    /// When the inner service's `call` returned: every layer that decides in `call` has
+    /// decided by then.
+    pub(crate) called: u64,
     propagated: Vec<(usize, HeaderValue)>,
+}
+
+/// What the deciding layers decided, as the audit event names it.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Decided<'a> {
+    pub(crate) principal: Option<&'a dyn crate::decision::Principal>,
+    pub(crate) route: Option<&'a str>,
+    /// Monotonic nanoseconds when a layer that decides after `call` (a Redis round trip)
+    /// decided.
+    pub(crate) at: Option<u64>,
+}
+
+impl Pending {
+    /// The response side: the request id and propagated headers on the response, and the
+    /// audit event (within `span`) with what was `decided`.
+    pub(crate) fn finish<B, E>(
+        self,
+        result: Result<Response<B>, E>,
+        decided: Decided<'_>,
+        span: &tracing::Span,
+    ) -> Result<Response<B>, E> {
+        let now = monotonic_nanos();
+        let decided_at = decided
+            .at
+            .map_or(self.called, |d| d.max(self.started))
+            .min(now);
+        let decision_nanos = decided_at.saturating_sub(self.started);
+        let config = &*self.config;
+        let result = result.map(|mut response| {
+            let headers = response.headers_mut();
+            headers.insert(config.request_id.clone(), self.request_id.clone());
+            for (i, value) in self.propagated {
+                headers.insert(config.propagate[i].clone(), value);
+            }
+            response
+        });
+        if config.audit {
+            let _entered = span.enter();
+            let (outcome, status) = match &result {
+                Ok(response) => (Outcome::of_response(response), Some(response.status())),
+                Err(_) => (Outcome::Error, None),
+            };
+            // A rejection is decided when its response comes back.
+            let decision_nanos = match outcome {
+                Outcome::Allowed => decision_nanos,
+                _ => now.saturating_sub(self.started),
+            };
+            audit::emit(
+                &self.request_id,
+                self.trace.as_ref(),
+                decided,
+                &self.method,
+                outcome,
+                status,
+                decision_nanos,
+            );
+        }
+        result
+    }
 }
 
 pin_project! {
@@ -472,47 +553,19 @@ where
                 Poll::Pending => return Poll::Pending,
             }
         };
-        let Some(pending) = this.state.take() else {
+        let Some(mut pending) = this.state.take() else {
             return Poll::Ready(result);
         };
-        let now = monotonic_nanos();
-        let decided = pending
-            .recorder
-            .as_ref()
-            .and_then(Recorder::decided_at)
-            .map_or(pending.called, |d| d.max(pending.started))
-            .min(now);
-        let decision_nanos = decided.saturating_sub(pending.started);
-        let config = &*pending.config;
-        let result = result.map(|mut response| {
-            let headers = response.headers_mut();
-            headers.insert(config.request_id.clone(), pending.request_id.clone());
-            for (i, value) in pending.propagated {
-                headers.insert(config.propagate[i].clone(), value);
-            }
-            response
-        });
-        if config.audit {
-            let _entered = this.span.enter();
-            let (outcome, status) = match &result {
-                Ok(response) => (Outcome::of_response(response), Some(response.status())),
-                Err(_) => (Outcome::Error, None),
-            };
-            // A rejection is decided when its response comes back.
-            let decision_nanos = match outcome {
-                Outcome::Allowed => decision_nanos,
-                _ => now.saturating_sub(pending.started),
-            };
-            audit::emit(
-                &pending.request_id,
-                pending.trace.as_ref(),
-                pending.recorder.as_ref(),
-                &pending.method,
-                outcome,
-                status,
-                decision_nanos,
-            );
-        }
+        let recorder = pending.recorder.take();
+        let decided = match &recorder {
+            Some(recorder) => Decided {
+                principal: recorder.principal(),
+                route: recorder.route_pattern(),
+                at: recorder.decided_at(),
+            },
+            None => Decided::default(),
+        };
+        let result = pending.finish(result, decided, this.span);
         Poll::Ready(result)
     }
 }

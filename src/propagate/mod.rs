@@ -27,6 +27,8 @@ pub use audit::{AUDIT_TARGET, Outcome};
 pub use context::{RequestContext, TraceContext};
 pub use hop_by_hop::{HOP_BY_HOP, remove_hop_by_hop};
 pub use ids::{MAX_REQUEST_ID_LEN, new_request_id, new_span_id, valid_request_id};
+#[cfg(feature = "policy")]
+pub(crate) use layer::{Config, Decided, Pending, begin};
 pub use layer::{
     Propagate, PropagateLayer, ResponseFuture, TRACEPARENT, TRACESTATE, TrustIncoming, X_REQUEST_ID,
 };

@@ -18,7 +18,7 @@ use crate::route::Route;
 
 /// One limit's outcome for a request.
 #[derive(Clone, Copy)]
-pub(super) struct LimitOutcome {
+pub(crate) struct LimitOutcome {
     pub(super) limit: usize,
     pub(super) tier: usize,
     pub(super) decision: Decision,
@@ -34,14 +34,14 @@ const INLINE: usize = 8;
     clippy::large_enum_variant,
     reason = "the inline variant is the point: no allocation for up to 8 limits"
 )]
-pub(super) enum Outcomes {
+pub(crate) enum Outcomes {
     Inline([Option<LimitOutcome>; INLINE]),
     Heap(Box<[Option<LimitOutcome>]>),
 }
 
 impl Outcomes {
     /// Room for `limits` outcomes.
-    pub(super) fn for_limits(limits: usize) -> Self {
+    pub(crate) fn for_limits(limits: usize) -> Self {
         if limits <= INLINE {
             Outcomes::Inline([None; INLINE])
         } else {
@@ -90,10 +90,10 @@ pub(super) struct Planned {
 
 /// What the checks of a request came to: each limit's outcome and the denying one, or `None`
 /// when a store that fails closed could not answer.
-pub(super) type Checked = Option<(Outcomes, Option<LimitOutcome>)>;
+pub(crate) type Checked = Option<(Outcomes, Option<LimitOutcome>)>;
 
 /// A store that fails closed could not answer: the request is refused with 503.
-pub(super) struct Unavailable;
+pub(crate) struct Unavailable;
 
 impl Config {
     /// The request's cost: the cost header's value when it is a positive integer, else 1.
@@ -111,8 +111,8 @@ impl Config {
         u64::try_from(self.clock.now().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// The matched route.
-    fn route<'r, B>(&'r self, request: &Request<B>) -> Option<&'r Route> {
+    /// The matched route (for the layer on its own; the policy stack hands on its match).
+    pub(crate) fn route<'r, B>(&'r self, request: &Request<B>) -> Option<&'r Route> {
         self.routes
             .as_ref()
             .and_then(|routes| routes.resolve_normalized(request))
@@ -120,7 +120,7 @@ impl Config {
     }
 
     /// Whether every limit's store answers at once (the engine then runs within `call`).
-    pub(super) fn answers_now(&self) -> bool {
+    pub(crate) fn answers_now(&self) -> bool {
         self.limits.iter().all(|limit| limit.store.answers_now())
     }
 
@@ -203,12 +203,12 @@ impl Config {
     /// Runs the engine within the layer's `call`, every store answering at once: charges each
     /// limit in order and, on a denial, refunds the earlier charges. Returns the denying
     /// outcome. Does not allocate for known keys (with up to [`INLINE`] limits).
-    pub(super) fn run_now<B>(
+    pub(crate) fn run_now<B>(
         &self,
         request: &Request<B>,
+        route: Option<&Route>,
         outcomes: &mut Outcomes,
     ) -> Result<Option<LimitOutcome>, Unavailable> {
-        let route = self.route(request);
         let view = RequestView::of(request, route.map(Route::pattern));
         let cost = self.request_cost(request);
         let now = self.now();
@@ -257,11 +257,11 @@ impl Config {
     /// Runs the engine in a future, for limits whose stores answer after a round trip: the
     /// plan is made now (the future owns it), then each limit is charged in order and, on a
     /// denial or a store that fails closed, the earlier charges are refunded.
-    pub(super) fn run_later<B>(
+    pub(crate) fn run_later<B>(
         self: &Arc<Self>,
         request: &Request<B>,
+        route: Option<&Route>,
     ) -> Pin<Box<dyn Future<Output = Checked> + Send>> {
-        let route = self.route(request);
         let view = RequestView::of(request, route.map(Route::pattern));
         let cost = self.request_cost(request);
         let now = self.now();

@@ -26,15 +26,84 @@ pin_project! {
         S: Service<Request<ReqBody>>,
     {
         #[pin]
-        pub(super) state: State<S, ReqBody, ResBody, R>,
-        pub(super) config: Arc<Config>,
-        pub(super) outcomes: Outcomes,
+        state: State<S, ReqBody, ResBody, R>,
+        config: Arc<Config>,
+        outcomes: Outcomes,
+        // When the checks of a shared store let the request through (monotonic nanoseconds).
+        decided: Option<u64>,
+    }
+}
+
+impl<S, ReqBody, ResBody, R> ResponseFuture<S, ReqBody, ResBody, R>
+where
+    S: Service<Request<ReqBody>>,
+{
+    /// A refusal (or a response) decided before the limits: ready at once, no headers.
+    #[cfg(feature = "policy")]
+    pub(crate) fn done(config: Arc<Config>, response: Response<ResBody>) -> Self {
+        Self {
+            state: State::Done {
+                response: Some(response),
+            },
+            config,
+            outcomes: Outcomes::for_limits(0),
+            decided: None,
+        }
+    }
+
+    /// Decided within `call`: the inner service's future, or the limit's refusal, with the
+    /// limits' outcomes for the headers.
+    pub(crate) fn decided(
+        config: Arc<Config>,
+        outcomes: Outcomes,
+        next: Result<S::Future, Response<ResBody>>,
+    ) -> Self {
+        let state = match next {
+            Ok(future) => State::Inner { future },
+            Err(response) => State::Done {
+                response: Some(response),
+            },
+        };
+        Self {
+            state,
+            config,
+            outcomes,
+            decided: None,
+        }
+    }
+
+    /// The checks of a store that answers after a round trip, then `inner` (the instance
+    /// that was polled ready) with `request`, or the refusal.
+    pub(crate) fn checking(
+        config: Arc<Config>,
+        check: Pin<Box<dyn Future<Output = Checked> + Send>>,
+        request: Request<ReqBody>,
+        inner: S,
+        rejection: Arc<R>,
+    ) -> Self {
+        Self {
+            state: State::Checking {
+                check,
+                request: Some(request),
+                inner: Some(inner),
+                rejection,
+            },
+            config,
+            outcomes: Outcomes::for_limits(0),
+            decided: None,
+        }
+    }
+
+    /// When checks that ran in this future let the request through (monotonic nanoseconds).
+    #[cfg(feature = "policy")]
+    pub(crate) fn decided_at(&self) -> Option<u64> {
+        self.decided
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    pub(super) enum State<S, ReqBody, ResBody, R>
+    enum State<S, ReqBody, ResBody, R>
     where
         S: Service<Request<ReqBody>>,
     {
@@ -105,6 +174,7 @@ where
                             else {
                                 panic!("polled after completion");
                             };
+                            *this.decided = Some(crate::clock::monotonic_nanos());
                             if let Some(recorder) = Recorder::of(&request) {
                                 recorder.decided_now();
                             }

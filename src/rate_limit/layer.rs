@@ -12,7 +12,7 @@ use tower_service::Service;
 
 use super::engine::{LimitOutcome, Outcomes, Unavailable};
 use super::error::{RATE_LIMIT_STORE_UNAVAILABLE, RATE_LIMITED, RateLimitUnavailable, RateLimited};
-use super::future::{ResponseFuture, State};
+use super::future::ResponseFuture;
 use super::key::{ClientIp, RateKey};
 use super::limit::Limit;
 use crate::clock::{Clock, MonotonicClock};
@@ -50,8 +50,8 @@ impl<R> Clone for RateLimitLayer<R> {
 }
 
 #[derive(Clone)]
-pub(super) struct Config {
-    pub(super) limits: Box<[Limit]>,
+pub(crate) struct Config {
+    pub(crate) limits: Box<[Limit]>,
     pub(super) anonymous: RateKey,
     pub(super) routes: Option<Routes>,
     pub(super) headers: bool,
@@ -92,6 +92,12 @@ impl RateLimitLayer {
 }
 
 impl<R> RateLimitLayer<R> {
+    /// The configuration and the rejection hook a service of this layer runs with.
+    #[cfg(feature = "policy")]
+    pub(crate) fn parts(&self) -> (Arc<Config>, Arc<R>) {
+        (Arc::clone(&self.config), Arc::clone(&self.rejection))
+    }
+
     /// Replaces the response built for refused requests, the 429 and the 503 (see
     /// [`reject`](crate::reject)). The `RateLimit` fields are added to whatever it returns.
     pub fn on_rejection<R2>(self, rejection: R2) -> RateLimitLayer<R2> {
@@ -158,7 +164,7 @@ impl<R> RateLimitLayer<R> {
 impl Config {
     /// Counts what each limit did with a request (feature `metrics`).
     #[cfg(feature = "metrics")]
-    pub(super) fn count(&self, outcomes: &Outcomes) {
+    pub(crate) fn count(&self, outcomes: &Outcomes) {
         use crate::telemetry::LimitResult;
         for outcome in outcomes.iter() {
             let limit = &self.limits[outcome.limit];
@@ -172,7 +178,7 @@ impl Config {
     }
 
     /// The 429 for a denial, or `None` in shadow mode (which counts it).
-    pub(super) fn rejection<B: Default, R: OnRejection<B> + ?Sized>(
+    pub(crate) fn rejection<B: Default, R: OnRejection<B> + ?Sized>(
         &self,
         hook: &R,
         request: &http::HeaderMap,
@@ -195,7 +201,7 @@ impl Config {
     }
 
     /// The 503 for a store that fails closed and could not answer.
-    pub(super) fn unavailable<B: Default, R: OnRejection<B> + ?Sized>(
+    pub(crate) fn unavailable<B: Default, R: OnRejection<B> + ?Sized>(
         &self,
         hook: &R,
         request: &http::HeaderMap,
@@ -263,41 +269,30 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let config = Arc::clone(&self.config);
         if !config.answers_now() {
-            let check = config.run_later(&request);
+            let check = config.run_later(&request, config.route(&request));
             // The instance that was polled ready goes into the future; a clone stays here.
             let clone = self.inner.clone();
             let inner = std::mem::replace(&mut self.inner, clone);
-            return ResponseFuture {
-                state: State::Checking {
-                    check,
-                    request: Some(request),
-                    inner: Some(inner),
-                    rejection: Arc::clone(&self.rejection),
-                },
-                outcomes: Outcomes::for_limits(0),
+            return ResponseFuture::checking(
                 config,
-            };
+                check,
+                request,
+                inner,
+                Arc::clone(&self.rejection),
+            );
         }
         let mut outcomes = Outcomes::for_limits(config.limits.len());
-        let checked = config.run_now(&request, &mut outcomes);
+        let checked = config.run_now(&request, config.route(&request), &mut outcomes);
         #[cfg(feature = "metrics")]
         config.count(&outcomes);
         let refused = match checked {
             Ok(denied) => config.rejection(&*self.rejection, request.headers(), denied),
             Err(Unavailable) => Some(config.unavailable(&*self.rejection, request.headers())),
         };
-        let state = match refused {
-            Some(response) => State::Done {
-                response: Some(response),
-            },
-            None => State::Inner {
-                future: self.inner.call(request),
-            },
+        let next = match refused {
+            Some(response) => Err(response),
+            None => Ok(self.inner.call(request)),
         };
-        ResponseFuture {
-            state,
-            config,
-            outcomes,
-        }
+        ResponseFuture::decided(config, outcomes, next)
     }
 }

@@ -48,3 +48,8 @@ pub use memory::{DEFAULT_MAX_KEYS, KeyBuilder, KeyHash, KeyParts, MemoryStore};
 #[cfg(feature = "redis")]
 pub use redis::RedisStore;
 pub use store::{OnStoreError, StoreError};
+#[cfg(feature = "policy")]
+pub(crate) use {
+    engine::{Outcomes, Unavailable},
+    layer::Config,
+};

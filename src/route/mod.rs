@@ -17,7 +17,6 @@ use serde_json::Value;
 use path::{NormalizedPath, PathCase, PathError, PathParameters, PathPattern, PatternError};
 
 use crate::claim_path::ClaimPath;
-use crate::decision::{Recorder, RouteMatch, TableId};
 
 /// Whether a route needs a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -289,10 +288,6 @@ pub struct Routes {
     cors_preflight: bool,
     parameters: PathParameters,
     case: PathCase,
-    /// Set only by the policy builder, whose layers share one table and stand next to each
-    /// other (nothing between them can change the path or the method): the first layer's match
-    /// is recorded for the request (in its decision record) and the others reuse it.
-    shared: Option<TableId>,
     /// How many times the table was searched (for the test that the policy stack searches
     /// once per request).
     #[cfg(test)]
@@ -318,7 +313,6 @@ impl Routes {
             cors_preflight: false,
             parameters: PathParameters::Reject,
             case: PathCase::RejectAmbiguous,
-            shared: None,
             #[cfg(test)]
             searches: Arc::default(),
         }
@@ -343,33 +337,11 @@ impl Routes {
         self.searches.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Marks this table as shared by adjacent layers of one stack (the policy's): see `shared`.
-    #[cfg(any(feature = "policy", test))]
-    pub(crate) fn shared_in_stack(mut self) -> Self {
-        self.shared = Some(TableId::new());
-        self
-    }
-
-    /// The match a layer of the same stack recorded for this request, if any.
-    fn recorded<B>(&self, request: &http::Request<B>) -> Option<Match<'_>> {
-        let table = self.shared.as_ref()?;
-        let (index, preflight) = Recorder::of(request)?.match_in(table)?;
-        let found = match index {
-            Some(i) => Some((i, self.routes.get(i)?)),
-            None => None,
-        };
-        Some((found, preflight))
-    }
-
-    /// The route of a request whose path an earlier layer has normalised: the recorded match
-    /// when there is one, else a search.
+    /// The route of a request whose path an earlier layer has normalised.
     pub(crate) fn resolve_normalized<B>(
         &self,
         request: &http::Request<B>,
     ) -> Option<(usize, &Route)> {
-        if let Some((found, _)) = self.recorded(request) {
-            return found;
-        }
         self.resolve_indexed(request.method(), request.uri().path())
             .ok()
             .flatten()
@@ -443,9 +415,6 @@ impl Routes {
         &self,
         request: &mut http::Request<B>,
     ) -> Result<Match<'_>, PathError> {
-        if let Some(recorded) = self.recorded(request) {
-            return Ok(recorded);
-        }
         let preflight = self.cors_preflight && is_preflight(request);
         if request.uri().query().is_some_and(asks_for_another_method) {
             return Err(PathError::Method);
@@ -469,13 +438,6 @@ impl Routes {
             let mut parts = uri.clone().into_parts();
             parts.path_and_query = Some(path_and_query.parse().map_err(|_| PathError::Forbidden)?);
             *request.uri_mut() = http::Uri::from_parts(parts).map_err(|_| PathError::Forbidden)?;
-        }
-        if let Some(table) = &self.shared {
-            Recorder::open_in(request).matched(RouteMatch {
-                table: table.clone(),
-                index: route.map(|(i, _)| i),
-                preflight,
-            });
         }
         Ok((route, preflight))
     }
@@ -576,57 +538,10 @@ pub(crate) fn fuzz_resolve(data: &[u8]) {
 mod tests {
     use super::*;
 
-    fn request(method: Method, path: &str) -> http::Request<()> {
-        http::Request::builder()
-            .method(method)
-            .uri(path)
-            .body(())
-            .unwrap()
-    }
-
     #[test]
     fn method_override_names_hold_no_underscore() {
         for name in &METHOD_OVERRIDE_HEADERS {
             assert!(!name.as_str().contains('_'), "{name}");
         }
-    }
-
-    #[test]
-    fn a_shared_table_reuses_the_first_match_of_the_request() {
-        let routes = Routes::new([
-            Route::new("/public").unwrap().auth(Auth::None),
-            Route::new("/orders/**").unwrap(),
-        ]);
-        let shared = routes.clone().shared_in_stack();
-        // The first layer matches (and normalises the path) and records.
-        let mut first = request(Method::GET, "/public/../orders/1");
-        let (found, _) = shared.resolve_request(&mut first).unwrap();
-        assert_eq!(found.map(|(i, _)| i), Some(1));
-        assert_eq!(first.uri().path(), "/orders/1");
-        // The next layers of the stack take the record (the request carries the same one; the
-        // other path here shows the record is what answers).
-        let mut later = request(Method::GET, "/public");
-        later
-            .extensions_mut()
-            .insert(Recorder::of(&first).unwrap().clone());
-        assert_eq!(
-            shared
-                .resolve_request(&mut later)
-                .unwrap()
-                .0
-                .map(|(i, _)| i),
-            Some(1)
-        );
-        assert_eq!(shared.resolve_normalized(&later).map(|(i, _)| i), Some(1));
-        // A table that is not marked shared, or another table, never takes it.
-        assert_eq!(routes.resolve_normalized(&later).map(|(i, _)| i), Some(0));
-        let other = Routes::new([Route::new("/public").unwrap()]).shared_in_stack();
-        assert_eq!(other.resolve_normalized(&later).map(|(i, _)| i), Some(0));
-        // A request without the record (a sub-request, say): each layer searches.
-        let unrecorded = request(Method::GET, "/public");
-        assert_eq!(
-            shared.resolve_normalized(&unrecorded).map(|(i, _)| i),
-            Some(0)
-        );
     }
 }
