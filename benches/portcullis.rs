@@ -415,8 +415,8 @@ mod propagate {
         let mut group = c.benchmark_group("stack");
         through_stack(&mut group, "full_cached", &mut stack, &bearer);
 
-        // The same work as `PolicyLayer` builds it from a policy file: one route table shared
-        // by the three layers that match routes (matched once per request, not three times).
+        // The same work as `PolicyLayer` builds it from a policy file: one service running the
+        // stages, the route matched once per request, what they decided kept as a local.
         let policy: portcullis::policy::Policy = format!(
             r#"
             [[issuers]]
