@@ -510,22 +510,9 @@ fn under_axum(validator: &portcullis::jwt::Validator, token: &str) {
 #[cfg(feature = "policy")]
 fn policy_stack() {
     // The policy's validator reads the system clock: a token valid now.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let mut claims = claims("ada");
-    claims["iat"] = serde_json::json!(now - 10);
-    claims["exp"] = serde_json::json!(now + 600);
-    let token = mint(jsonwebtoken::Algorithm::ES256, &claims);
-    let keys = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/p256.pub.pem");
-    let policy = portcullis::policy::Policy::from_toml(&format!(
+    let token = mint_now("ada");
+    let policy = portcullis::policy::Policy::from_toml(&issuer_a_policy(
         r#"
-        [[issuers]]
-        issuer = "{ISS_A}"
-        audiences = ["api"]
-        keys = {{ pem_files = ["{keys}"] }}
-
         [[routes]]
         path = "/orders/**"
         scopes_all = ["read"]
@@ -537,7 +524,7 @@ fn policy_stack() {
 
         [upstream_headers]
         x-user-id = "sub"
-        "#
+        "#,
     ))
     .unwrap();
     let layer = tokio::runtime::Builder::new_current_thread()

@@ -424,14 +424,8 @@ fn audit_events_field_by_field() {
     {
         use tower::ServiceExt;
 
-        let keys = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/p256.pub.pem");
-        let policy = portcullis::policy::Policy::from_toml(&format!(
+        let policy = portcullis::policy::Policy::from_toml(&issuer_a_policy(
             r#"
-            [[issuers]]
-            issuer = "{ISS_A}"
-            audiences = ["api"]
-            keys = {{ pem_files = ["{keys}"] }}
-
             [[routes]]
             path = "/orders/**"
             scopes_all = ["read"]
@@ -439,21 +433,14 @@ fn audit_events_field_by_field() {
             [[routes]]
             path = "/admin/**"
             scopes_all = ["admin"]
-            "#
+            "#,
         ))
         .unwrap();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
         let stack = runtime.block_on(policy.build()).unwrap().layer(echo(&seen));
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let mut fresh = claims("ada");
-        fresh["iat"] = serde_json::json!(now - 10);
-        fresh["exp"] = serde_json::json!(now + 600);
-        let fresh = format!("Bearer {}", mint(Alg::ES256, &fresh));
+        let fresh = format!("Bearer {}", mint_now("ada"));
         let cases = [
             (
                 "p1",

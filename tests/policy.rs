@@ -68,19 +68,12 @@ async fn send(
 }
 
 fn token(sub: &str, scope: &str, extra: Value) -> String {
-    let mut claims = json!({"iss": ISS_A, "aud": "api", "sub": sub, "iat": now() - 10,
-        "exp": now() + 600, "scope": scope, "org": {"id": "acme"}});
+    let mut claims = json!({"iss": ISS_A, "aud": "api", "sub": sub, "iat": unix_now() - 10,
+        "exp": unix_now() + 600, "scope": scope, "org": {"id": "acme"}});
     for (k, v) in extra.as_object().unwrap() {
         claims[k] = v.clone();
     }
     mint(Alg::ES256, &claims)
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }
 
 fn full_policy(keys: &str) -> String {
@@ -277,8 +270,7 @@ keys = {{ discovery = true }}
     ))
     .unwrap();
     let layer = policy.build().await.unwrap();
-    let claims =
-        json!({"iss": issuer, "aud": "api", "sub": "ada", "iat": now(), "exp": now() + 60});
+    let claims = json!({"iss": issuer, "aud": "api", "sub": "ada", "iat": unix_now(), "exp": unix_now() + 60});
     let token = mint(Alg::ES256, &claims);
     assert_eq!(
         send(&layer, "GET", "/x", Some(&token)).await.0,
@@ -319,7 +311,8 @@ keys = {{ hmac_secret_env = "{var}" }}
     ))
     .unwrap();
     let layer = policy.build().await.unwrap();
-    let claims = json!({"iss": ISS_H, "aud": "api", "sub": "h", "iat": now(), "exp": now() + 60});
+    let claims =
+        json!({"iss": ISS_H, "aud": "api", "sub": "h", "iat": unix_now(), "exp": unix_now() + 60});
     let token = mint(Alg::HS256, &claims);
     let (status, body) = send(&layer, "GET", "/x", Some(&token)).await;
     assert_eq!(status, StatusCode::OK);

@@ -23,7 +23,6 @@ use crate::claims::MapClaimsLayer;
 use crate::decision::Principal;
 use crate::jwt::{Identity, JwtError};
 use crate::propagate::{Decided, Pending};
-use crate::rate_limit::{Outcomes, Unavailable};
 use crate::reject::{DefaultRejection, OnRejection};
 use crate::route::Routes;
 
@@ -142,39 +141,12 @@ where
                 Err(refusal) => {
                     crate::rate_limit::ResponseFuture::done(Arc::clone(config), refusal)
                 }
-                Ok(route) if !config.answers_now() => {
-                    let check = config.run_later(&request, route);
-                    // The instance that was polled ready goes into the future.
-                    let clone = self.inner.clone();
-                    let inner = std::mem::replace(&mut self.inner, clone);
-                    crate::rate_limit::ResponseFuture::checking(
-                        Arc::clone(config),
-                        check,
-                        request,
-                        inner,
-                        Arc::clone(hook),
-                    )
-                }
-                Ok(route) => {
-                    let mut outcomes = Outcomes::for_limits(config.limits.len());
-                    let checked = config.run_now(&request, route, &mut outcomes);
-                    #[cfg(feature = "metrics")]
-                    config.count(&outcomes);
-                    let refused = match checked {
-                        Ok(denied) => config.rejection(&**hook, request.headers(), denied),
-                        Err(Unavailable) => Some(config.unavailable(&**hook, request.headers())),
-                    };
-                    let next = match refused {
-                        Some(response) => Err(response),
-                        None => {
-                            pending.called = crate::clock::monotonic_nanos();
-                            Ok(self.inner.call(request))
-                        }
-                    };
-                    crate::rate_limit::ResponseFuture::decided(Arc::clone(config), outcomes, next)
-                }
+                Ok(route) => config.limit(hook, &mut self.inner, request, route),
             }
         };
+        // The stages that decide within this call have decided (a shared store decides later,
+        // in the future, which says when).
+        pending.called = crate::clock::monotonic_nanos();
         ResponseFuture {
             inner,
             state: Some((pending, decision)),

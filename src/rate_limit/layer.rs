@@ -17,7 +17,7 @@ use super::key::{ClientIp, RateKey};
 use super::limit::Limit;
 use crate::clock::{Clock, MonotonicClock};
 use crate::reject::{DefaultRejection, OnRejection, Refusal, respond};
-use crate::route::Routes;
+use crate::route::{Route, Routes};
 
 /// Counts every request against each configured [`Limit`]; a request is admitted only if every
 /// limit admits it, and a denied request is not charged against the others. Denials answer 429
@@ -267,31 +267,46 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let config = Arc::clone(&self.config);
+        let route = self.config.route(&request);
+        self.config
+            .limit(&self.rejection, &mut self.inner, request, route)
+    }
+}
+
+impl Config {
+    /// The limits for `request` (which matched `route`), then `inner` or the refusal: decided
+    /// within this call when every store answers at once, else in the returned future, which
+    /// then takes `inner` (the instance that was polled ready; a clone stays in its place).
+    pub(crate) fn limit<S, ReqBody, ResBody, R>(
+        self: &Arc<Self>,
+        hook: &Arc<R>,
+        inner: &mut S,
+        request: Request<ReqBody>,
+        route: Option<&Route>,
+    ) -> ResponseFuture<S, ReqBody, ResBody, R>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+        R: OnRejection<ResBody>,
+        ResBody: Default,
+    {
+        let config = Arc::clone(self);
         if !config.answers_now() {
-            let check = config.run_later(&request, config.route(&request));
-            // The instance that was polled ready goes into the future; a clone stays here.
-            let clone = self.inner.clone();
-            let inner = std::mem::replace(&mut self.inner, clone);
-            return ResponseFuture::checking(
-                config,
-                check,
-                request,
-                inner,
-                Arc::clone(&self.rejection),
-            );
+            let check = config.run_later(&request, route);
+            let clone = inner.clone();
+            let inner = std::mem::replace(inner, clone);
+            return ResponseFuture::checking(config, check, request, inner, Arc::clone(hook));
         }
         let mut outcomes = Outcomes::for_limits(config.limits.len());
-        let checked = config.run_now(&request, config.route(&request), &mut outcomes);
+        let checked = config.run_now(&request, route, &mut outcomes);
         #[cfg(feature = "metrics")]
         config.count(&outcomes);
         let refused = match checked {
-            Ok(denied) => config.rejection(&*self.rejection, request.headers(), denied),
-            Err(Unavailable) => Some(config.unavailable(&*self.rejection, request.headers())),
+            Ok(denied) => config.rejection(&**hook, request.headers(), denied),
+            Err(Unavailable) => Some(config.unavailable(&**hook, request.headers())),
         };
         let next = match refused {
             Some(response) => Err(response),
-            None => Ok(self.inner.call(request)),
+            None => Ok(inner.call(request)),
         };
         ResponseFuture::decided(config, outcomes, next)
     }

@@ -42,14 +42,11 @@ pub use future::ResponseFuture;
 pub use gcra::{Decision, Gcra, Quota, QuotaCount, decide, next_unit};
 pub use headers::{RATELIMIT, RATELIMIT_POLICY};
 pub use key::{ClientIp, ForwardedHeader, RateKey, TrustedProxies, client_ip};
+#[cfg(feature = "policy")]
+pub(crate) use layer::Config;
 pub use layer::{RateLimit, RateLimitLayer};
 pub use limit::{Limit, Scope};
 pub use memory::{DEFAULT_MAX_KEYS, KeyBuilder, KeyHash, KeyParts, MemoryStore};
 #[cfg(feature = "redis")]
 pub use redis::RedisStore;
 pub use store::{OnStoreError, StoreError};
-#[cfg(feature = "policy")]
-pub(crate) use {
-    engine::{Outcomes, Unavailable},
-    layer::Config,
-};

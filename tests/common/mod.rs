@@ -216,3 +216,30 @@ where
     });
     addr
 }
+
+/// Seconds since the Unix epoch, on the system clock.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// An ES256 token of issuer A for `sub`, valid now on the system clock (for a stack whose
+/// validator reads it, as one built from a policy does).
+pub fn mint_now(sub: &str) -> String {
+    let now = unix_now();
+    let mut claims = claims(sub);
+    claims["iat"] = json!(now - 10);
+    claims["exp"] = json!(now + 600);
+    mint(jsonwebtoken::Algorithm::ES256, &claims)
+}
+
+/// A policy trusting issuer A (audience `api`) with its P-256 key read from a PEM file, then
+/// `rest` (routes, limits, …).
+pub fn issuer_a_policy(rest: &str) -> String {
+    let keys = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/p256.pub.pem");
+    format!(
+        "[[issuers]]\nissuer = \"{ISS_A}\"\naudiences = [\"api\"]\nkeys = {{ pem_files = [\"{keys}\"] }}\n{rest}"
+    )
+}
