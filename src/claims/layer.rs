@@ -226,20 +226,6 @@ struct Derived {
     assertion: std::sync::RwLock<Option<(http::HeaderValue, u64)>>,
 }
 
-impl Clone for Derived {
-    fn clone(&self) -> Self {
-        let assertion = self
-            .assertion
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        Self {
-            headers: self.headers.clone(),
-            assertion: std::sync::RwLock::new(assertion),
-        }
-    }
-}
-
 impl<S> Layer<S> for MapClaimsLayer {
     type Service = MapClaims<S>;
 
