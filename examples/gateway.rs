@@ -1,7 +1,8 @@
 //! Run with `cargo run --example gateway` (demo mode), or
 //! `cargo run --example gateway -- --policy FILE [--listen ADDR] [--upstream URL]`
 //! `[--upstream-timeout SECS] [--header-read-timeout SECS] [--idle-timeout SECS]`
-//! `[--max-connections N] [--max-header-bytes N] [--underscore-headers drop|keep]`.
+//! `[--max-connections N] [--max-header-bytes N] [--underscore-headers drop|keep]`
+//! `[--workers N]`.
 //!
 //! A small identity-aware reverse proxy built only from the crate's public API: the policy file
 //! in ([`PolicyHandle`], reloaded when the file changes or on SIGHUP), hyper on the front, a
@@ -26,7 +27,9 @@
 //! (`--max-header-bytes`, 431 past it), and at most `--max-connections` are served at once
 //! (default: half the process's open-file limit less a reserve, at most 10 000), the rest wait
 //! in the listen queue. An accept error (out of descriptors) is logged and retried with
-//! back-off. The `[server]` section of the policy sets the same values; flags win.
+//! back-off. Requests are served by worker threads, one per core the process may run on
+//! (`--workers N`), each connection by one worker from start to end. The `[server]` section of
+//! the policy sets the same values; flags win.
 //!
 //! The gateway itself answers `/health`, `/metrics` (Prometheus text format) and
 //! `/.well-known/portcullis/jwks.json` (the keys that verify the identity assertion) — behind
@@ -73,7 +76,10 @@ const DECISION_BUCKETS: [f64; 14] = [
 /// How often the metrics recorder folds recorded samples into its histograms.
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
 
-#[tokio::main]
+/// The main thread runs the gateway's own tasks (accepting connections, reloading the policy,
+/// refreshing key sets, the metrics' upkeep) on a single-threaded runtime; requests are served
+/// by the workers (`serve::Workers`), one thread and runtime each.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let Some(args) = args::Args::parse(std::env::args().skip(1)) else {
         return args::usage();
@@ -147,21 +153,41 @@ async fn main() -> ExitCode {
     };
     let addr = listener.local_addr().expect("a bound address");
 
-    let proxy = proxy::Proxy {
-        client: Client::builder(TokioExecutor::new()).build_http(),
-        upstream: upstream.clone(),
-        timeout: args.upstream_timeout.unwrap_or(Duration::from_secs(30)),
-        handle: handle.clone(),
-        metrics,
+    // One worker per core this process may run on, unless the flag or the policy says.
+    let workers = limits.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let upstream_timeout = args.upstream_timeout.unwrap_or(Duration::from_secs(30));
+    let layer = handle.layer();
+    let proxy_handle = handle.clone();
+    let proxy_upstream = upstream.clone();
+    let workers = match serve::Workers::start(
+        workers,
+        move || {
+            let proxy = proxy::Proxy {
+                client: Client::builder(TokioExecutor::new()).build_http(),
+                upstream: proxy_upstream.clone(),
+                timeout: upstream_timeout,
+                handle: proxy_handle.clone(),
+                metrics: metrics.clone(),
+            };
+            layer.layer(proxy)
+        },
+        limits,
+    ) {
+        Ok(workers) => workers,
+        Err(err) => {
+            eprintln!("cannot start the workers: {err}");
+            return ExitCode::FAILURE;
+        }
     };
-    let app = handle.layer().layer(proxy);
 
     if let Some(token) = &token {
         demo::print_commands(token, &path, addr);
     }
     println!("upstream: {upstream}");
     println!("listening on http://{addr}");
-    serve::serve(listener, app, limits).await;
+    serve::serve(listener, workers, limits).await;
     if token.is_some() {
         let _ = std::fs::remove_dir_all(&demo_dir);
     }

@@ -393,6 +393,7 @@ async fn bad_policy_files_stop_the_gateway_with_the_message() {
             "[[rate_limits]]\nname = \"default\"\nkey = \"ip\"\nrate = \"fast\"\n",
             "bad rate \"fast\"",
         ),
+        ("[server]\nworkers = 0\n", "line 2, column 11"),
         (
             "[[issuers]]\nissuer = \"i\"\naudiences = []\nalgorithms = [\"HS256\"]\nkeys = { pem_files = [\"KEYS/p256.pub.pem\"] }\n",
             "HS256 needs an HMAC secret",
@@ -935,11 +936,12 @@ async fn the_policy_file_sets_the_server_limits_and_path_reading() {
     let file = dir.join("policy.toml");
     let keys = format!(r#"{{ pem_files = ["{}/p256.pub.pem"] }}"#, keys_dir());
     let text = format!(
-        "{}\n[paths]\nparameters = \"strip\"\ncase = \"insensitive\"\n\n[server]\nmax_header_bytes = 16384\nunderscore_headers = \"keep\"\nheader_read_timeout = \"1s\"\nidle_timeout = \"1m\"\nmax_connections = 100\n",
+        "{}\n[paths]\nparameters = \"strip\"\ncase = \"insensitive\"\n\n[server]\nmax_header_bytes = 16384\nunderscore_headers = \"keep\"\nheader_read_timeout = \"1s\"\nidle_timeout = \"1m\"\nmax_connections = 100\nworkers = 3\n",
         policy(common::ISS_A, &keys, "admin")
     );
     std::fs::write(&file, text).unwrap();
     let gateway = start(&["--policy", file.to_str().unwrap()]);
+    assert_eq!(worker_threads(gateway.child.id()), 3, "workers = 3");
     let admin = token(common::ISS_A, "root", "admin");
     let big = |n: usize| {
         format!(
@@ -983,6 +985,64 @@ async fn the_policy_file_sets_the_server_limits_and_path_reading() {
             .await
             .is_some()
     );
+}
+
+/// How many worker threads (named `gw-worker-N`) a process runs, from /proc.
+fn worker_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter(|task| {
+            let comm = std::fs::read_to_string(task.as_ref().unwrap().path().join("comm"));
+            comm.is_ok_and(|name| name.starts_with("gw-worker-"))
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn each_worker_serves_the_connections_it_is_handed() {
+    let dir = scratch("workers");
+    let file = dir.join("policy.toml");
+    let keys = format!(r#"{{ pem_files = ["{}/p256.pub.pem"] }}"#, keys_dir());
+    std::fs::write(&file, policy(common::ISS_A, &keys, "admin")).unwrap();
+    let gateway = start(&["--policy", file.to_str().unwrap(), "--workers", "4"]);
+    assert_eq!(worker_threads(gateway.child.id()), 4);
+    // Twelve connections at once, handed to the four workers in turn, each kept alive for
+    // three requests: every one is decided and forwarded on its worker.
+    let mut clients = Vec::new();
+    for n in 0..12 {
+        let addr = gateway.addr;
+        let bearer = format!(
+            "Bearer {}",
+            token(common::ISS_A, &format!("user-{n}"), "read")
+        );
+        clients.push(tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .unwrap();
+            tokio::spawn(connection);
+            for _ in 0..3 {
+                let request = http::Request::get("/orders/1")
+                    .header("host", "x")
+                    .header("authorization", &bearer)
+                    .body(http_body_util::Empty::<Bytes>::new())
+                    .unwrap();
+                let response = sender.send_request(request).await.unwrap();
+                assert_eq!(response.status(), 200);
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                let echo = echo_of(std::str::from_utf8(&body).unwrap());
+                assert_eq!(echo["headers"]["x-user-id"], format!("user-{n}"));
+            }
+        }));
+    }
+    for client in clients {
+        client.await.unwrap();
+    }
+    // One worker by flag, whatever the machine has.
+    let one = start(&["--workers", "1"]);
+    assert_eq!(worker_threads(one.child.id()), 1);
+    assert_eq!(get(one.addr, "/health", None).await.0, StatusCode::OK);
 }
 
 /// The resident set of a process, in KiB, from /proc.

@@ -37,6 +37,7 @@ impl Args {
                 "--idle-timeout" => server.idle_timeout = Some(secs()?),
                 "--max-connections" => server.max_connections = Some(count()?),
                 "--max-header-bytes" => server.max_header_bytes = Some(count()?),
+                "--workers" => server.workers = Some(count()?),
                 "--underscore-headers" => {
                     server.keep_underscore_headers = match value.as_str() {
                         "keep" => Some(true),
@@ -56,7 +57,7 @@ pub(crate) fn usage() -> ExitCode {
     eprintln!(
         "usage: gateway [--policy FILE] [--listen ADDR] [--upstream URL] [--upstream-timeout SECS]\n\
          \x20              [--header-read-timeout SECS] [--idle-timeout SECS] [--max-connections N]\n\
-         \x20              [--max-header-bytes N] [--underscore-headers drop|keep]"
+         \x20              [--max-header-bytes N] [--underscore-headers drop|keep] [--workers N]"
     );
     ExitCode::from(2)
 }

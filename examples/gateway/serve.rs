@@ -12,7 +12,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use portcullis::policy::ServerSettings;
 use portcullis::rate_limit::PeerAddr;
 use serde_json::json;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tower::{Service, ServiceExt};
 
 use super::Body;
@@ -30,6 +30,8 @@ pub(crate) struct ConnectionLimits {
     pub(crate) max_connections: usize,
     pub(crate) max_header_bytes: usize,
     pub(crate) keep_underscore_headers: bool,
+    /// Worker threads; `None`: one per core the process may run on.
+    pub(crate) workers: Option<usize>,
 }
 
 impl ConnectionLimits {
@@ -58,6 +60,7 @@ impl ConnectionLimits {
                 .keep_underscore_headers
                 .or(policy.keep_underscore_headers)
                 .unwrap_or(false),
+            workers: flags.workers.or(policy.workers).map(to_usize),
         }
     }
 }
@@ -188,9 +191,75 @@ pub(crate) async fn shutdown_signal() {
     }
 }
 
-/// Accepts connections on `listener` and serves each with `app`, within `limits`, until
-/// SIGINT or SIGTERM; then stops accepting and lets in-flight requests finish (10 s at most).
-pub(crate) async fn serve<S>(listener: tokio::net::TcpListener, app: S, limits: ConnectionLimits)
+/// A connection accepted, with the place it holds under the connection cap, on its way to a
+/// worker.
+struct Accepted {
+    stream: std::net::TcpStream,
+    peer: std::net::SocketAddr,
+    permit: OwnedSemaphorePermit,
+}
+
+/// The worker threads, each running its own single-threaded runtime: the connections handed to
+/// a worker are served on it from start to end, and so is every request on them, with no other
+/// thread to wake or steal from. A request's work (read, decide, forward, answer) stays on one
+/// core and in its caches.
+pub(crate) struct Workers {
+    queues: Vec<mpsc::UnboundedSender<Accepted>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Starts `count` workers; each builds its own service with `make_app` (its own upstream
+    /// client, whose pooled connections belong to that worker's runtime).
+    pub(crate) fn start<F, S>(
+        count: usize,
+        make_app: F,
+        limits: ConnectionLimits,
+    ) -> std::io::Result<Self>
+    where
+        F: Fn() -> S + Send + Sync + 'static,
+        S: Service<Request<ClientBody>, Response = Response<Body>, Error = Infallible>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send,
+    {
+        let make_app = Arc::new(make_app);
+        let mut workers = Workers {
+            queues: Vec::with_capacity(count),
+            threads: Vec::with_capacity(count),
+        };
+        for index in 0..count.max(1) {
+            let (queue, accepted) = mpsc::unbounded_channel();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let make_app = Arc::clone(&make_app);
+            let thread = std::thread::Builder::new()
+                .name(format!("gw-worker-{index}"))
+                .spawn(move || runtime.block_on(work(make_app(), accepted, limits)))?;
+            workers.queues.push(queue);
+            workers.threads.push(thread);
+        }
+        Ok(workers)
+    }
+
+    /// Lets the workers finish what they serve (10 s at most each) and waits for them.
+    async fn stop(self) {
+        drop(self.queues);
+        let threads = self.threads;
+        let _ = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        })
+        .await;
+    }
+}
+
+/// One worker: serves each connection it is handed until the acceptor stops, then lets the
+/// connections in flight finish (10 s at most).
+async fn work<S>(app: S, mut accepted: mpsc::UnboundedReceiver<Accepted>, limits: ConnectionLimits)
 where
     S: Service<Request<ClientBody>, Response = Response<Body>, Error = Infallible>
         + Clone
@@ -199,9 +268,76 @@ where
     S::Future: Send,
 {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    while let Some(Accepted {
+        stream,
+        peer,
+        permit,
+    }) = accepted.recv().await
+    {
+        let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
+            continue;
+        };
+        let connection = graceful.watch(connection(stream, peer, app.clone(), limits));
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(permit);
+        });
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+}
+
+/// One client connection, served with `app`.
+fn connection<S>(
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    app: S,
+    limits: ConnectionLimits,
+) -> impl hyper_util::server::graceful::GracefulConnection
+where
+    S: Service<Request<ClientBody>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    let keep_underscore_headers = limits.keep_underscore_headers;
+    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        request.extensions_mut().insert(PeerAddr(peer));
+        let admitted = admit(&mut request, keep_underscore_headers);
+        let app = app.clone();
+        async move {
+            if let Err(reason) = admitted {
+                return Ok(json_response(
+                    StatusCode::BAD_REQUEST,
+                    json!({"error": "bad_request", "reason": reason}),
+                ));
+            }
+            let request = request
+                .map(|body| body.map_err(ClientBodyError as fn(hyper::Error) -> ClientBodyError));
+            app.oneshot(request).await
+        }
+    });
+    hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_header_size(limits.max_header_bytes)
+        .serve_connection(
+            TokioIo::new(IdleTimeout::new(stream, limits.idle_timeout)),
+            service,
+        )
+}
+
+/// Accepts connections on `listener` and hands each to a worker in turn, within `limits`, until
+/// SIGINT or SIGTERM; then stops accepting and lets in-flight requests finish (10 s at most).
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    workers: Workers,
+    limits: ConnectionLimits,
+) {
     let mut shutdown = pin!(shutdown_signal());
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let mut backoff = ACCEPT_BACKOFF_MIN;
+    let mut next = 0;
     loop {
         // A free place first: past the cap, connections wait in the listen queue.
         let permit = tokio::select! {
@@ -228,39 +364,17 @@ where
                 continue;
             }
         };
-        let app = app.clone();
-        let keep_underscore_headers = limits.keep_underscore_headers;
-        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-            request.extensions_mut().insert(PeerAddr(peer));
-            let admitted = admit(&mut request, keep_underscore_headers);
-            let app = app.clone();
-            async move {
-                if let Err(reason) = admitted {
-                    return Ok(json_response(
-                        StatusCode::BAD_REQUEST,
-                        json!({"error": "bad_request", "reason": reason}),
-                    ));
-                }
-                let request = request.map(|body| {
-                    body.map_err(ClientBodyError as fn(hyper::Error) -> ClientBodyError)
-                });
-                app.oneshot(request).await
-            }
+        // Handed over as a plain socket: the worker registers it with its own runtime.
+        let Ok(stream) = stream.into_std() else {
+            continue;
+        };
+        let _ = workers.queues[next].send(Accepted {
+            stream,
+            peer,
+            permit,
         });
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
-            .max_header_size(limits.max_header_bytes)
-            .serve_connection(
-                TokioIo::new(IdleTimeout::new(stream, limits.idle_timeout)),
-                service,
-            );
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            let _ = connection.await;
-            drop(permit);
-        });
+        next = (next + 1) % workers.queues.len();
     }
     drop(listener);
-    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+    workers.stop().await;
 }

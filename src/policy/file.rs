@@ -60,6 +60,7 @@ pub(crate) struct ServerSection {
     pub(crate) max_connections: Option<NonZeroU32>,
     pub(crate) max_header_bytes: Option<NonZeroU32>,
     pub(crate) underscore_headers: Option<UnderscoreValue>,
+    pub(crate) workers: Option<NonZeroU32>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -104,6 +104,8 @@ pub struct ServerSettings {
     /// `underscore_headers = "keep"` (`Some(true)`) or `"drop"` (`Some(false)`): whether client
     /// headers whose names hold `_` reach the upstream.
     pub keep_underscore_headers: Option<bool>,
+    /// `workers`: threads serving requests, each with its own runtime and connections.
+    pub workers: Option<u32>,
 }
 
 /// A checked policy, ready to [`build`](Policy::build).
@@ -180,6 +182,7 @@ impl Policy {
             max_connections: section.max_connections.map(|n| n.get()),
             max_header_bytes: section.max_header_bytes.map(|n| n.get()),
             keep_underscore_headers: section.underscore_headers.map(|u| u.0),
+            workers: section.workers.map(|n| n.get()),
         }
     }
 

@@ -78,11 +78,16 @@ struct Result_ {
     p99: Duration,
 }
 
-/// `CONNECTIONS` keep-alive connections sending GETs back to back for `DURATION`.
+/// The next token to send, across every run: a measured run goes on where its warm-up stopped,
+/// so a mix larger than a proxy's cache is never replayed in the order it was cached.
+static NEXT_TOKEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// `CONNECTIONS` keep-alive connections sending GETs back to back for `DURATION`, each request
+/// with the next token of the mix in turn.
 async fn drive(addr: SocketAddr, tokens: Arc<Vec<String>>, name: &'static str) -> Result_ {
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for c in 0..CONNECTIONS {
+    for _ in 0..CONNECTIONS {
         let tokens = tokens.clone();
         tasks.push(tokio::spawn(async move {
             let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -92,8 +97,8 @@ async fn drive(addr: SocketAddr, tokens: Arc<Vec<String>>, name: &'static str) -
                 .unwrap();
             tokio::spawn(conn);
             let mut latencies = Vec::new();
-            let mut i = c;
             while start.elapsed() < DURATION {
+                let i = NEXT_TOKEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let request = Request::get("/orders/42")
                     .header("host", "localhost")
                     .header(
@@ -102,7 +107,6 @@ async fn drive(addr: SocketAddr, tokens: Arc<Vec<String>>, name: &'static str) -
                     )
                     .body(Empty::<Bytes>::new())
                     .unwrap();
-                i += CONNECTIONS;
                 let sent = Instant::now();
                 let response = sender.send_request(request).await.unwrap();
                 assert_eq!(response.status(), StatusCode::OK);
@@ -138,21 +142,27 @@ fn build_gateway() {
     assert!(status.success(), "building the gateway");
 }
 
-/// Starts the gateway on a policy with `audit` on or off; returns the process and its address.
+/// What the gateway's policy checks: the full job, or nothing (every route public: the
+/// gateway's own floor).
+#[derive(Clone, Copy, PartialEq)]
+enum Checks {
+    Full { audit: bool },
+    Public,
+}
+
+/// Starts the gateway on a policy; returns the process and its address. With `pin`, it runs on
+/// core 1 from its start (so it sizes its runtime to the one core it may use, as the other
+/// pinned proxies do).
 fn start_gateway(
     dir: &std::path::Path,
     issuer: &str,
     upstream: SocketAddr,
-    audit: bool,
+    checks: Checks,
+    pin: bool,
 ) -> (std::process::Child, SocketAddr) {
-    let policy = format!(
-        r#"
-[[issuers]]
-issuer = "{issuer}"
-audiences = ["api"]
-algorithms = ["ES256"]
-keys = {{ pem_files = ["{KEYS}/p256.pub.pem"] }}
-
+    let (routes, audit) = match checks {
+        Checks::Full { audit } => (
+            r#"
 [[routes]]
 path = "/orders/**"
 scopes_any = ["read"]
@@ -162,16 +172,54 @@ name = "default"
 key = "claim:sub"
 rate = "1000000/s"
 
+[[routes]]
+path = "/metrics"
+auth = "none"
+
 [upstream_headers]
 x-user-id = "sub"
-
+"#,
+            audit,
+        ),
+        Checks::Public => (
+            r#"
+[[routes]]
+path = "/**"
+auth = "none"
+"#,
+            true,
+        ),
+    };
+    let policy = format!(
+        r#"
+[[issuers]]
+issuer = "{issuer}"
+audiences = ["api"]
+algorithms = ["ES256"]
+keys = {{ pem_files = ["{KEYS}/p256.pub.pem"] }}
+{routes}
 [propagate]
 audit = {audit}
 "#
     );
-    let file = dir.join(format!("policy-{audit}.toml"));
+    let file = dir.join(format!(
+        "policy-{}.toml",
+        match checks {
+            Checks::Full { audit } => format!("full-{audit}"),
+            Checks::Public => "public".to_owned(),
+        }
+    ));
     std::fs::write(&file, policy).unwrap();
-    let mut child = Command::new(format!("{ROOT}/target/release/examples/gateway"))
+    let mut command = if pin {
+        let mut command = Command::new("taskset");
+        command
+            .args(["-c", "1"])
+            .arg(format!("{ROOT}/target/release/examples/gateway"));
+        command
+    } else {
+        Command::new(format!("{ROOT}/target/release/examples/gateway"))
+    };
+    let mut child = command
         .args([
             "--listen",
             "127.0.0.1:0",
@@ -210,8 +258,12 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    if args.get(1).map(String::as_str) == Some("--signature-alone") {
+        signature_alone();
+        return;
+    }
     if args.get(1).map(String::as_str) == Some("--cpu") {
-        runtime.block_on(run_cpu());
+        runtime.block_on(run_cpu(CpuRun::parse(&args[2..])));
     } else {
         runtime.block_on(run());
     }
@@ -272,8 +324,10 @@ async fn run() {
     let dir = std::env::temp_dir().join(format!("portcullis-load-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let issuer = "https://login.example.com/";
-    let (mut full_policy, gateway) = start_gateway(&dir, issuer, upstream, true);
-    let (mut quiet_policy, quiet) = start_gateway(&dir, issuer, upstream, false);
+    let (mut full_policy, gateway) =
+        start_gateway(&dir, issuer, upstream, Checks::Full { audit: true }, false);
+    let (mut quiet_policy, quiet) =
+        start_gateway(&dir, issuer, upstream, Checks::Full { audit: false }, false);
 
     let key =
         EncodingKey::from_ec_pem(&std::fs::read(format!("{KEYS}/p256.pem")).unwrap()).unwrap();
@@ -506,7 +560,118 @@ async fn cpu_per_request(
     (result, per_request)
 }
 
-async fn run_cpu() {
+/// The gateway's token-cache hits and misses so far, from its `/metrics`.
+async fn cache_counts(addr: SocketAddr) -> (u64, u64) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let request = Request::get("/metrics")
+        .header("host", "localhost")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    let read = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0) as u64
+    };
+    (
+        read("portcullis_token_cache_hits_total "),
+        read("portcullis_token_cache_misses_total "),
+    )
+}
+
+/// What `--cpu` runs: every row by default; `--mixes 1,1000000` and `--no-haproxy` narrow it
+/// (for profiling one row).
+struct CpuRun {
+    mixes: Vec<usize>,
+    haproxy: bool,
+}
+
+impl CpuRun {
+    fn parse(args: &[String]) -> Self {
+        let mut run = CpuRun {
+            mixes: vec![1, 1_000, 20_000, 1_000_000],
+            haproxy: true,
+        };
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--no-haproxy" => run.haproxy = false,
+                "--mixes" => {
+                    run.mixes = args
+                        .next()
+                        .expect("--mixes 1,1000")
+                        .split(',')
+                        .map(|n| n.parse().expect("a number of tokens"))
+                        .collect();
+                }
+                other => panic!("unknown argument {other}"),
+            }
+        }
+        run
+    }
+}
+
+/// `load --signature-alone`: ring's ES256 check alone over 1 000 distinct tokens for
+/// `DURATION`, as its own process pinned like the proxies; prints the CPU time per check in
+/// nanoseconds.
+fn signature_alone() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use ring::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
+
+    let pem = std::fs::read_to_string(format!("{KEYS}/p256.pub.pem")).unwrap();
+    let der: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let spki = base64::engine::general_purpose::STANDARD
+        .decode(der)
+        .unwrap();
+    // The SubjectPublicKeyInfo of a P-256 key ends with the 65-byte uncompressed point.
+    let point = &spki[spki.len() - 65..];
+    let tokens: Vec<(String, Vec<u8>)> = es256_tokens("https://login.example.com/", 1_000)
+        .into_iter()
+        .map(|token| {
+            let (input, signature) = token.rsplit_once('.').unwrap();
+            (input.to_owned(), B64.decode(signature).unwrap())
+        })
+        .collect();
+    let before = cpu_time(std::process::id());
+    let start = Instant::now();
+    let mut checks = 0u128;
+    while start.elapsed() < DURATION {
+        for (input, signature) in &tokens {
+            UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point)
+                .verify(input.as_bytes(), signature)
+                .unwrap();
+            checks += 1;
+        }
+    }
+    let spent = cpu_time(std::process::id()) - before;
+    println!("{}", spent.as_nanos() / checks);
+}
+
+/// Runs `load --signature-alone` on core 1; the CPU time of one check.
+fn measure_signature() -> Duration {
+    let output = Command::new("taskset")
+        .args(["-c", "1"])
+        .arg(std::env::current_exe().unwrap())
+        .arg("--signature-alone")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "the signature check alone");
+    let nanos: u64 = String::from_utf8(output.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    Duration::from_nanos(nanos)
+}
+
+async fn run_cpu(run: CpuRun) {
     // The load generator and the upstream (this process, every thread) on core 0, the proxy
     // measured on core 1.
     let _ = Command::new("taskset")
@@ -532,33 +697,47 @@ async fn run_cpu() {
             .spawn()
             .unwrap(),
     );
-    let (r, cpu) = cpu_per_request(bare_child.id(), bare, one.clone(), "bare").await;
+    let (r, bare_cpu) = cpu_per_request(bare_child.id(), bare, one.clone(), "bare").await;
     rows.push((
         "bare hyper proxy (the gateway's client)".into(),
         "—".into(),
         r.requests,
-        cpu,
+        bare_cpu,
         r.p99,
     ));
     let _ = bare_child.kill();
-    let plain_haproxy = start_haproxy(&dir, issuer, upstream, false);
-    if let Some((mut child, addr)) = plain_haproxy {
+    let _ = bare_child.wait();
+    if run.haproxy
+        && let Some((mut child, addr)) = start_haproxy(&dir, issuer, upstream, false)
+    {
         let (r, cpu) = cpu_per_request(child.id(), addr, one.clone(), "haproxy").await;
         rows.push(("HAProxy, no JWT".into(), "—".into(), r.requests, cpu, r.p99));
         let _ = child.kill();
+        let _ = child.wait();
+    }
+    {
+        let (mut child, addr) = start_gateway(&dir, issuer, upstream, Checks::Public, true);
+        let (r, cpu) = cpu_per_request(child.id(), addr, one.clone(), "public").await;
+        rows.push((
+            "gateway example, every route public (audit on)".into(),
+            "—".into(),
+            r.requests,
+            cpu,
+            r.p99,
+        ));
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
-    let (mut gateway_child, gateway) = {
-        let (child, addr) = start_gateway(&dir, issuer, upstream, true);
-        // Pin the running gateway (and its threads) to core 1.
-        let _ = Command::new("taskset")
-            .args(["-a", "-p", "-c", "1", &child.id().to_string()])
-            .stdout(Stdio::null())
-            .status();
-        (child, addr)
+    let (mut gateway_child, gateway) =
+        start_gateway(&dir, issuer, upstream, Checks::Full { audit: true }, true);
+    let haproxy = if run.haproxy {
+        start_haproxy(&dir, issuer, upstream, true)
+    } else {
+        None
     };
-    let haproxy = start_haproxy(&dir, issuer, upstream, true);
-    for mix in [1usize, 1_000, 20_000, 1_000_000] {
+    let signature = measure_signature();
+    for &mix in &run.mixes {
         let tokens = Arc::new(es256_tokens(issuer, mix));
         if let Some((child, addr)) = &haproxy {
             let (r, cpu) = cpu_per_request(child.id(), *addr, tokens.clone(), "haproxy").await;
@@ -570,9 +749,18 @@ async fn run_cpu() {
                 r.p99,
             ));
         }
-        let (r, cpu) = cpu_per_request(gateway_child.id(), gateway, tokens, "gateway").await;
+        drive(gateway, tokens.clone(), "warm").await;
+        let (hits, misses) = cache_counts(gateway).await;
+        let before = cpu_time(gateway_child.id());
+        let r = drive(gateway, tokens, "gateway").await;
+        let cpu = (cpu_time(gateway_child.id()) - before) / u32::try_from(r.requests).unwrap();
+        let (hits_after, misses_after) = cache_counts(gateway).await;
+        let (hits, misses) = (hits_after - hits, misses_after - misses);
         rows.push((
-            "gateway example".into(),
+            format!(
+                "gateway example ({:.0} % of tokens from its cache)",
+                100.0 * hits as f64 / (hits + misses).max(1) as f64
+            ),
             mix.to_string(),
             r.requests,
             cpu,
@@ -580,8 +768,10 @@ async fn run_cpu() {
         ));
     }
     let _ = gateway_child.kill();
+    let _ = gateway_child.wait();
     if let Some((mut child, _)) = haproxy {
         let _ = child.kill();
+        let _ = child.wait();
     }
     let _ = std::fs::remove_dir_all(&dir);
 
@@ -595,6 +785,12 @@ async fn run_cpu() {
         );
     }
     println!();
+    let target = (bare_cpu + signature).mul_f64(1.2);
+    println!(
+        "ring's ES256 check alone, on core 1: {:.1} µs. A miss's target, 1.2 × (bare proxy + one check): {:.1} µs.",
+        signature.as_secs_f64() * 1e6,
+        target.as_secs_f64() * 1e6
+    );
     println!(
         "{CONNECTIONS} keep-alive connections for {} s after a warm-up of as long, loopback; ES256 tokens; the load generator and the upstream share the machine with the pinned proxy.",
         DURATION.as_secs()
