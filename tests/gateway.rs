@@ -757,6 +757,26 @@ async fn a_cgi_style_upstream_sees_only_the_gateways_identity_and_forwarding() {
         // Other underscored headers are dropped unless the gateway is told to keep them.
         assert_eq!(environ.get("HTTP_X_CUSTOM").is_some(), keep, "{environ}");
     }
+
+    // An upstream under a path prefix gets the prefix and the query; a chain of proxies the
+    // client came through gets the peer appended.
+    let prefixed = format!("{url}/base/");
+    let gateway = start(&["--upstream", prefixed.as_str()]);
+    let (status, response) = raw(
+        gateway.addr,
+        "GET /orders/42?page=2 HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: 10.0.0.1\r\n\
+         x-forwarded-for: 10.0.0.2, 10.0.0.3\r\nConnection: close\r\n\r\n",
+        Some(&gateway.token),
+    )
+    .await;
+    assert_eq!(status, 200, "{response}");
+    let seen: Value = serde_json::from_str(response.split_once("\r\n\r\n").unwrap().1).unwrap();
+    assert_eq!(seen["path_info"], "/base/orders/42");
+    assert_eq!(seen["query"], "page=2");
+    assert_eq!(
+        seen["environ"]["HTTP_X_FORWARDED_FOR"],
+        "10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.1"
+    );
 }
 
 /// Reads from `stream` until the server closes it; `Some(bytes read)` if that happened

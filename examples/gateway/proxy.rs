@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HOST, HeaderName, HeaderValue};
+use http::uri::Scheme;
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use portcullis::headers::{remove_every_spelling, remove_other_spellings, remove_underscored};
+use portcullis::headers::{remove_every_spelling_of, remove_other_spellings, remove_underscored};
 use portcullis::policy::PolicyHandle;
 use portcullis::propagate::remove_hop_by_hop;
 use portcullis::rate_limit::PeerAddr;
@@ -22,7 +23,20 @@ use super::Body;
 
 /// Headers that override the path a server routes on (IIS URL Rewrite, Symfony, nginx
 /// setups): a client's copy would route the upstream past the path the gate checked.
-pub(crate) const PATH_OVERRIDES: [&str; 3] = ["x-original-url", "x-rewrite-url", "x-original-uri"];
+pub(crate) const PATH_OVERRIDES: [HeaderName; 3] = [
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+    HeaderName::from_static("x-original-uri"),
+];
+
+/// The forwarding headers only the gateway sets; a client's copies, in any spelling, go.
+const SET_BY_THE_GATEWAY: [HeaderName; 4] = [
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("forwarded"),
+    HeaderName::from_static("x-real-ip"),
+];
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// The request body as it reaches the upstream: a failure to read it from the client (broken
 /// chunked framing, a connection cut mid-body) is marked as the client's, so it answers 400,
@@ -76,9 +90,7 @@ pub(crate) fn admit<B>(
     if !keep_underscore_headers {
         remove_underscored(headers);
     }
-    for name in PATH_OVERRIDES {
-        remove_every_spelling(headers, &HeaderName::from_static(name));
-    }
+    remove_every_spelling_of(headers, &PATH_OVERRIDES);
     Ok(())
 }
 
@@ -138,15 +150,17 @@ impl Proxy {
             }
             _ => {}
         }
-        // The upstream's address, with its path prefix, and the request's path and query.
+        // The upstream's address, with its path prefix, and the request's path and query: the
+        // parts already parsed are shared, not copied.
+        let mut parts = std::mem::take(request.uri_mut()).into_parts();
+        parts.scheme = Some(self.upstream.scheme().cloned().unwrap_or(Scheme::HTTP));
+        parts.authority = self.upstream.authority().cloned();
         let base = self.upstream.path().trim_end_matches('/');
-        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-        let uri = Uri::builder()
-            .scheme(self.upstream.scheme_str().unwrap_or("http"))
-            .authority(self.upstream.authority().map_or("", |a| a.as_str()))
-            .path_and_query(format!("{base}{path}"))
-            .build();
-        let Ok(uri) = uri else {
+        if !base.is_empty() || parts.path_and_query.is_none() {
+            let path = parts.path_and_query.as_ref().map_or("/", |p| p.as_str());
+            parts.path_and_query = format!("{base}{path}").try_into().ok();
+        }
+        let Ok(uri) = Uri::from_parts(parts) else {
             return json_response(
                 StatusCode::BAD_REQUEST,
                 json!({"error": "bad_request", "request_id": request_id()}),
@@ -190,46 +204,49 @@ pub(crate) fn set_forwarding_headers(
     headers: &mut http::HeaderMap,
     peer: Option<std::net::IpAddr>,
 ) {
+    use std::fmt::Write as _;
+
     let host = headers.remove(HOST);
-    for name in [
-        "x-forwarded-host",
-        "x-forwarded-proto",
-        "forwarded",
-        "x-real-ip",
-    ] {
-        remove_every_spelling(headers, &HeaderName::from_static(name));
-    }
-    let forwarded_for = HeaderName::from_static("x-forwarded-for");
-    remove_other_spellings(headers, &forwarded_for);
+    remove_every_spelling_of(headers, &SET_BY_THE_GATEWAY);
+    remove_other_spellings(headers, &X_FORWARDED_FOR);
     // RFC 7239: `for=` (an IPv6 address quoted, in brackets), `host=` quoted, `proto=`.
-    let mut forwarded = Vec::new();
+    let mut forwarded = String::with_capacity(64);
     if let Some(peer) = peer {
-        let mut chain: Vec<String> = headers
-            .get_all(&forwarded_for)
-            .iter()
-            .filter_map(|v| v.to_str().ok().map(str::to_owned))
-            .collect();
-        chain.push(peer.to_string());
-        if let Ok(value) = HeaderValue::from_str(&chain.join(", ")) {
-            headers.insert(&forwarded_for, value);
+        let peer_text = Bytes::from(peer.to_string());
+        // The chain the client sent (each value as it came), then the peer.
+        let mut chain = Vec::new();
+        for value in headers.get_all(&X_FORWARDED_FOR) {
+            if value.to_str().is_ok() {
+                chain.extend_from_slice(value.as_bytes());
+                chain.extend_from_slice(b", ");
+            }
         }
-        if let Ok(value) = HeaderValue::from_str(&peer.to_string()) {
+        let forwarded_for = if chain.is_empty() {
+            peer_text.clone()
+        } else {
+            chain.extend_from_slice(&peer_text);
+            Bytes::from(chain)
+        };
+        if let Ok(value) = HeaderValue::from_maybe_shared(forwarded_for) {
+            headers.insert(X_FORWARDED_FOR, value);
+        }
+        if let Ok(value) = HeaderValue::from_maybe_shared(peer_text) {
             headers.insert("x-real-ip", value);
         }
-        forwarded.push(match peer {
-            std::net::IpAddr::V4(v4) => format!("for={v4}"),
-            std::net::IpAddr::V6(v6) => format!("for=\"[{v6}]\""),
-        });
+        let _ = match peer {
+            std::net::IpAddr::V4(v4) => write!(forwarded, "for={v4};"),
+            std::net::IpAddr::V6(v6) => write!(forwarded, "for=\"[{v6}]\";"),
+        };
     }
     if let Some(host) = host {
         // `"` and `\` never stand in a valid Host; such a value is left out of `Forwarded`.
         if let Some(text) = host.to_str().ok().filter(|t| !t.contains(['"', '\\'])) {
-            forwarded.push(format!("host=\"{text}\""));
+            let _ = write!(forwarded, "host=\"{text}\";");
         }
         headers.insert("x-forwarded-host", host);
     }
-    forwarded.push("proto=http".to_owned());
-    if let Ok(value) = HeaderValue::from_str(&forwarded.join(";")) {
+    forwarded.push_str("proto=http");
+    if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(forwarded)) {
         headers.insert("forwarded", value);
     }
     headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
