@@ -475,12 +475,13 @@ impl Validator {
                 _ => JwtError::NoMatchingKey,
             });
         }
-        let signature = jws.signature()?;
         let message = jws.signing_input();
-        candidates
-            .find(|key| key.verify(alg, message, &signature))
-            .cloned()
-            .ok_or(JwtError::BadSignature)
+        jws.with_signature(|signature| {
+            candidates
+                .find(|key| key.verify(alg, message, signature))
+                .cloned()
+        })?
+        .ok_or(JwtError::BadSignature)
     }
 }
 

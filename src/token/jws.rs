@@ -113,17 +113,40 @@ impl<'t> Jws<'t> {
 
     /// Decodes and reads the JOSE header, refusing every header the crate does not trust.
     pub fn header(&self) -> Result<JoseHeader, JwsError> {
-        super::strict_json::parse_header(&decode(self.header)?)
+        with_decoded(self.header, super::strict_json::parse_header)?
     }
 
     /// Decodes the payload as a strict JSON object.
     pub fn claims(&self) -> Result<Map<String, Value>, JwsError> {
-        decode_json(self.payload)
+        with_decoded(self.payload, |json| {
+            super::parse_object(json).map_err(|_| JwsError::Json)
+        })?
     }
 
     /// Decodes the signature bytes.
     pub fn signature(&self) -> Result<Vec<u8>, JwsError> {
         decode(self.signature)
+    }
+
+    /// Decodes the signature and hands its bytes to `read`, without a heap allocation when
+    /// it is no longer than an RSA-8192 signature.
+    pub(crate) fn with_signature<R>(&self, read: impl FnOnce(&[u8]) -> R) -> Result<R, JwsError> {
+        with_decoded(self.signature, read)
+    }
+}
+
+/// Decodes `part` into a buffer on the stack when it fits (a typical header, payload or
+/// signature does), else onto the heap, and hands the bytes to `read`. Both ways accept and
+/// refuse exactly the same input: the same engine decodes.
+fn with_decoded<R>(part: &[u8], read: impl FnOnce(&[u8]) -> R) -> Result<R, JwsError> {
+    let mut buffer = [0u8; 2048];
+    if base64::decoded_len_estimate(part.len()) <= buffer.len() {
+        let len = URL_SAFE_NO_PAD
+            .decode_slice(part, &mut buffer)
+            .map_err(|_| JwsError::Base64)?;
+        Ok(read(&buffer[..len]))
+    } else {
+        Ok(read(&decode(part)?))
     }
 }
 
@@ -180,10 +203,6 @@ fn decode(part: &[u8]) -> Result<Vec<u8>, JwsError> {
     URL_SAFE_NO_PAD.decode(part).map_err(|_| JwsError::Base64)
 }
 
-fn decode_json(part: &[u8]) -> Result<Map<String, Value>, JwsError> {
-    super::parse_object(&decode(part)?).map_err(|_| JwsError::Json)
-}
-
 pub(crate) fn is_jwt_media_type(value: &str) -> bool {
     let value = strip_application(value);
     value.eq_ignore_ascii_case("jwt")
@@ -207,15 +226,60 @@ pub(crate) fn fuzz_parse(data: &[u8]) {
         );
         let _ = jws.header();
         let _ = jws.claims();
+        let on_the_stack = jws.with_signature(<[u8]>::to_vec);
         if let Ok(sig) = jws.signature() {
             assert_eq!(URL_SAFE_NO_PAD.encode(&sig).as_bytes(), jws.signature);
         }
+        // The stack and the heap decode the same bytes and refuse the same ones.
+        assert_eq!(on_the_stack, jws.signature());
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parts_decode_alike_on_the_stack_and_on_the_heap() {
+        for len in [10, 1_500, 1_536, 1_537, 3_000] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            let encoded = URL_SAFE_NO_PAD.encode(&bytes);
+            assert_eq!(
+                with_decoded(encoded.as_bytes(), <[u8]>::to_vec),
+                Ok(bytes.clone())
+            );
+            // Whatever the input, both ways give the same answer.
+            for odd in [
+                format!("{encoded}="),
+                format!("{encoded}A"),
+                format!("{encoded}AA"),
+                format!("{encoded}*"),
+                format!("!{encoded}"),
+                encoded[1..].to_owned(),
+            ] {
+                assert_eq!(
+                    with_decoded(odd.as_bytes(), <[u8]>::to_vec),
+                    decode(odd.as_bytes()),
+                    "{len}"
+                );
+            }
+            assert_eq!(
+                with_decoded(format!("{encoded}*").as_bytes(), <[u8]>::to_vec),
+                Err(JwsError::Base64)
+            );
+        }
+        // A payload larger than the stack buffer still reads.
+        let claims = format!(r#"{{"sub":"ada","pad":"{}"}}"#, "x".repeat(4_000));
+        let token = format!(
+            "{}.{}.{}",
+            b64(r#"{"alg":"ES256"}"#),
+            b64(&claims),
+            b64("sig")
+        );
+        let jws = Jws::split(token.as_bytes()).unwrap();
+        assert_eq!(jws.claims().unwrap()["sub"], "ada");
+        assert_eq!(jws.with_signature(<[u8]>::to_vec), Ok(b"sig".to_vec()));
+    }
 
     fn b64(s: &str) -> String {
         URL_SAFE_NO_PAD.encode(s)
