@@ -191,6 +191,23 @@ pub(crate) async fn shutdown_signal() {
     }
 }
 
+/// The service a worker serves its connections with: the policy's stack around the proxy.
+pub(crate) trait App:
+    Service<Request<ClientBody>, Response = Response<Body>, Error = Infallible, Future: Send>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> App for S where
+    S: Service<Request<ClientBody>, Response = Response<Body>, Error = Infallible, Future: Send>
+        + Clone
+        + Send
+        + 'static
+{
+}
+
 /// A connection accepted, with the place it holds under the connection cap, on its way to a
 /// worker.
 struct Accepted {
@@ -218,11 +235,7 @@ impl Workers {
     ) -> std::io::Result<Self>
     where
         F: Fn() -> S + Send + Sync + 'static,
-        S: Service<Request<ClientBody>, Response = Response<Body>, Error = Infallible>
-            + Clone
-            + Send
-            + 'static,
-        S::Future: Send,
+        S: App,
     {
         let make_app = Arc::new(make_app);
         let mut workers = Workers {
@@ -259,14 +272,11 @@ impl Workers {
 
 /// One worker: serves each connection it is handed until the acceptor stops, then lets the
 /// connections in flight finish (10 s at most).
-async fn work<S>(app: S, mut accepted: mpsc::UnboundedReceiver<Accepted>, limits: ConnectionLimits)
-where
-    S: Service<Request<ClientBody>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-{
+async fn work(
+    app: impl App,
+    mut accepted: mpsc::UnboundedReceiver<Accepted>,
+    limits: ConnectionLimits,
+) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     while let Some(Accepted {
         stream,
@@ -287,19 +297,12 @@ where
 }
 
 /// One client connection, served with `app`.
-fn connection<S>(
+fn connection(
     stream: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
-    app: S,
+    app: impl App,
     limits: ConnectionLimits,
-) -> impl hyper_util::server::graceful::GracefulConnection
-where
-    S: Service<Request<ClientBody>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-{
+) -> impl hyper_util::server::graceful::GracefulConnection {
     let keep_underscore_headers = limits.keep_underscore_headers;
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
         request.extensions_mut().insert(PeerAddr(peer));

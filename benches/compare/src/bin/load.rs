@@ -15,6 +15,9 @@
 //! `aud` and `exp`, limiting by `sub` and setting `x-user-id`, over mixes of 1, 1 000, 20 000
 //! and 1 000 000 distinct tokens. HAProxy comes from Debian's package (`apt-get install
 //! haproxy`); without it that row is left out.
+//!
+//! `GATEWAY=PATH` runs the gateway binary at `PATH` instead of the one it builds: another
+//! commit's build, to compare two builds run after run on the same machine.
 
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader};
@@ -220,14 +223,15 @@ audit = {audit}
         }
     ));
     std::fs::write(&file, policy).unwrap();
+    // `GATEWAY=PATH` runs another build of the example (an older commit's, side by side).
+    let binary = std::env::var("GATEWAY")
+        .unwrap_or_else(|_| format!("{ROOT}/target/release/examples/gateway"));
     let mut command = if pin {
         let mut command = Command::new("taskset");
-        command
-            .args(["-c", "1"])
-            .arg(format!("{ROOT}/target/release/examples/gateway"));
+        command.args(["-c", "1"]).arg(&binary);
         command
     } else {
-        Command::new(format!("{ROOT}/target/release/examples/gateway"))
+        Command::new(&binary)
     };
     let mut child = command
         .args([
