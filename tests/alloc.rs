@@ -81,8 +81,7 @@ fn cached_hit_allocates_nothing_in_the_decision_path() {
     // allocates 25 blocks: the claims map with its node, keys and string values (11), the
     // header's `alg`, `kid` and `typ` strings (3), the identity's subject, audiences, scopes and
     // key id, and the parsers' scratch. The header, payload and signature decode on the
-    // stack. Caching it adds the `Arc`, the cache's copy of the token, and the cache's tables
-    // growing as it fills from empty.
+    // stack. Caching it adds the `Arc` and the cache's copy of the token.
     let fresh_validator = validator(clock(), 1_000);
     let fresh: Vec<String> = (0..100)
         .map(|n| {
@@ -103,7 +102,13 @@ fn cached_hit_allocates_nothing_in_the_decision_path() {
         assert!(fresh_validator.validate(token.as_bytes()).is_ok());
     }
     let miss_blocks = blocks() - before;
-    dhat::assert_eq!(miss_blocks, 27 * 100 + 34);
+    // Each of the 100 tokens costs 27. Besides, the cache's 16 shards grow their tables as they
+    // fill from empty: how often depends on how the tokens spread over the shards (the hash is
+    // keyed per process), a few times per shard (34 in the runs seen).
+    dhat::assert!(
+        (27 * 100..=27 * 100 + 16 * 8).contains(&miss_blocks),
+        "{miss_blocks}"
+    );
 
     // The decision path on a hit: extraction, cache lookup, expiry and key checks, Arc clone.
     let before = blocks();
