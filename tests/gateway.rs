@@ -277,6 +277,7 @@ async fn demo_mode_answers_as_printed_and_stops_on_sigterm() {
         "portcullis_token_cache_hits_total ",
         "portcullis_token_cache_misses_total ",
         "portcullis_token_cache_evictions_total ",
+        "portcullis_token_cache_not_admitted_total ",
         "portcullis_token_cache_bytes ",
         "portcullis_token_cache_budget_bytes 67108864",
     ] {

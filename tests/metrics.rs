@@ -90,6 +90,7 @@ async fn counters_and_histogram_reach_the_recorder() {
     assert_eq!(count("portcullis_token_cache_hits_total"), 1.0);
     assert_eq!(count("portcullis_token_cache_misses_total"), 2.0);
     assert_eq!(count("portcullis_token_cache_evictions_total"), 0.0);
+    assert_eq!(count("portcullis_token_cache_not_admitted_total"), 0.0);
     assert_eq!(count("portcullis_token_cache_bytes"), stats.bytes as f64);
     assert_eq!(
         count("portcullis_token_cache_budget_bytes"),

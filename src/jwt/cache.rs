@@ -9,13 +9,17 @@
 //! shard keeps its charges under its share of the budget. Making room is a CLOCK sweep: a hand
 //! walks the table's buckets, drops expired and revoked entries, gives entries read since its
 //! last pass a second chance, and drops the first that was not read. It looks at a bounded
-//! number of entries per eviction, so a flood of distinct valid tokens costs each insert a
-//! bounded amount of work, and entries that are read keep their place.
+//! number of entries per eviction, and entries that are read keep their place.
+//!
+//! A full shard admits a token only on its second miss (TinyLFU's "doorkeeper": one bit per
+//! token met once, in a fixed bit set cleared when an eighth of it is set). A token met once
+//! is verified and served, but not cached: a flood of distinct valid tokens, each sent once,
+//! neither displaces the tokens in use nor pays for an insert and an eviction per request.
 
 use std::fmt;
 use std::hash::BuildHasher;
 use std::mem::size_of;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use hashbrown::HashTable;
@@ -38,6 +42,10 @@ const DERIVED_ALLOWANCE: usize = 768;
 
 /// Per heap block: what the allocator keeps beside each allocation, on average.
 const BLOCK_OVERHEAD: usize = 16;
+
+/// Bytes of budget per doorkeeper bit: 64 MiB of budget (about 21 000 entries) keep a million
+/// bits, 128 KiB.
+const BUDGET_PER_DOORKEEPER_BIT: usize = 64;
 
 struct Entry {
     hash: u64,
@@ -62,6 +70,48 @@ struct Shard {
     hits: AtomicU64,
     misses: AtomicU64,
     evictions: AtomicU64,
+    not_admitted: AtomicU64,
+}
+
+/// The tokens met once while their shard was full: one bit each, by hash, in a set of a fixed
+/// size that is cleared when an eighth of its bits are set (so a token met once is remembered
+/// for the next eighth-of-the-set first meetings, and a token never met passes for one met in
+/// at most one case in eight).
+struct Doorkeeper {
+    bits: Box<[AtomicU64]>,
+    /// Bits set since the set was last cleared.
+    set: AtomicUsize,
+}
+
+impl Doorkeeper {
+    /// A set of `bits` bits, rounded up to a power of two between 4 096 and 16 Mi.
+    fn new(bits: usize) -> Self {
+        let bits = bits.clamp(4_096, 1 << 24).next_power_of_two();
+        Self {
+            bits: (0..bits / 64).map(|_| AtomicU64::new(0)).collect(),
+            set: AtomicUsize::new(0),
+        }
+    }
+
+    /// Whether `hash` was met since the set was last cleared; it counts as met from now on.
+    fn met_before(&self, hash: u64) -> bool {
+        // The top bits: the shard is chosen by bits 32 and up, the table's bucket by the low
+        // ones; any bits serve, these are as good as the rest.
+        let bit = (hash >> 40) as usize & (self.bits.len() * 64 - 1);
+        let mask = 1u64 << (bit % 64);
+        if self.bits[bit / 64].fetch_or(mask, Ordering::Relaxed) & mask != 0 {
+            return true;
+        }
+        if self.set.fetch_add(1, Ordering::Relaxed) + 1 >= self.bits.len() * 64 / 8 {
+            // Forget every token but this one.
+            for word in &*self.bits {
+                word.store(0, Ordering::Relaxed);
+            }
+            self.bits[bit / 64].store(mask, Ordering::Relaxed);
+            self.set.store(1, Ordering::Relaxed);
+        }
+        false
+    }
 }
 
 /// What the verified-token cache holds and has done, from
@@ -81,6 +131,9 @@ pub struct CacheStats {
     pub misses: u64,
     /// Entries dropped to make room (expired and revoked ones included).
     pub evictions: u64,
+    /// Verified tokens left out of a full cache because it met them for the first time: each
+    /// is cached on its next miss, if it comes soon enough.
+    pub not_admitted: u64,
 }
 
 impl CacheStats {
@@ -95,6 +148,7 @@ impl CacheStats {
     /// | `portcullis_token_cache_hits_total` | counter |
     /// | `portcullis_token_cache_misses_total` | counter |
     /// | `portcullis_token_cache_evictions_total` | counter |
+    /// | `portcullis_token_cache_not_admitted_total` | counter |
     #[cfg(feature = "metrics")]
     pub fn record(&self) {
         metrics::gauge!("portcullis_token_cache_entries").set(self.entries as f64);
@@ -103,6 +157,7 @@ impl CacheStats {
         metrics::counter!("portcullis_token_cache_hits_total").absolute(self.hits);
         metrics::counter!("portcullis_token_cache_misses_total").absolute(self.misses);
         metrics::counter!("portcullis_token_cache_evictions_total").absolute(self.evictions);
+        metrics::counter!("portcullis_token_cache_not_admitted_total").absolute(self.not_admitted);
     }
 
     /// Hits over lookups, or 0 before the first lookup.
@@ -118,6 +173,7 @@ impl CacheStats {
 
 pub(crate) struct TokenCache {
     shards: Box<[Shard]>,
+    doorkeeper: Doorkeeper,
     hasher: foldhash::fast::RandomState,
     shard_budget: usize,
     shard_capacity: usize,
@@ -199,8 +255,12 @@ impl TokenCache {
                     hits: AtomicU64::new(0),
                     misses: AtomicU64::new(0),
                     evictions: AtomicU64::new(0),
+                    not_admitted: AtomicU64::new(0),
                 })
                 .collect(),
+            doorkeeper: Doorkeeper::new(
+                (budget / BUDGET_PER_DOORKEEPER_BIT).min(capacity.saturating_mul(64)),
+            ),
             hasher: foldhash::fast::RandomState::default(),
             shard_budget: (budget / SHARDS).max(1),
             shard_capacity: capacity.div_ceil(SHARDS).max(1),
@@ -266,6 +326,12 @@ impl TokenCache {
             entry.cost = cost;
             return;
         }
+        let full =
+            table.bytes + cost > self.shard_budget || table.entries.len() >= self.shard_capacity;
+        if full && !self.doorkeeper.met_before(hash) {
+            shard.not_admitted.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         while table.bytes + cost > self.shard_budget || table.entries.len() >= self.shard_capacity {
             match table.evict_one(now) {
                 Some(freed) => {
@@ -317,6 +383,7 @@ impl TokenCache {
             stats.hits += shard.hits.load(Ordering::Relaxed);
             stats.misses += shard.misses.load(Ordering::Relaxed);
             stats.evictions += shard.evictions.load(Ordering::Relaxed);
+            stats.not_admitted += shard.not_admitted.load(Ordering::Relaxed);
         }
         stats
     }
@@ -413,6 +480,8 @@ mod tests {
                 cache.get(b"hot!", 1, true).is_some(),
                 "hot entry evicted at {i}"
             );
+            // Twice, as two misses would: a full cache admits a token on its second.
+            cache.insert(&i.to_be_bytes(), identity("x"), k.clone(), 1_000, 0);
             cache.insert(&i.to_be_bytes(), identity("x"), k.clone(), 1_000, 0);
             let stats = cache.stats();
             assert!(stats.bytes <= budget, "{stats:?}");
@@ -423,6 +492,93 @@ mod tests {
             stats.evictions >= 20_000 - (SHARDS * per_shard) as u64,
             "{stats:?}"
         );
+    }
+
+    #[test]
+    fn a_full_cache_admits_a_token_on_its_second_miss() {
+        let cache = TokenCache::new(SHARDS * 4 * cost(), usize::MAX);
+        let k = key();
+        // Until its shard is full, a token is cached on its first miss.
+        cache.insert(b"tok0", identity("x"), k.clone(), 1_000, 0);
+        assert!(cache.get(b"tok0", 1, false).is_some());
+        for i in 0..10_000u32 {
+            cache.insert(&i.to_be_bytes(), identity("x"), k.clone(), 1_000, 0);
+        }
+        let full = cache.stats();
+        assert!(full.not_admitted > 0, "{full:?}");
+        // Met for the first time by a full cache, a token is left out, unless it passes for
+        // one met before (one in eight at most); met again, it is cached.
+        let late = 400u64;
+        let mut cached_at_first = 0;
+        for i in 0..late {
+            let token = (i | 1 << 63).to_be_bytes();
+            cache.insert(&token, identity("x"), k.clone(), 1_000, 0);
+            if cache.get(&token, 1, false).is_some() {
+                cached_at_first += 1;
+            }
+            cache.insert(&token, identity("x"), k.clone(), 1_000, 0);
+            assert!(cache.get(&token, 1, false).is_some(), "{i}");
+        }
+        assert!(cached_at_first <= late / 8 + 40, "{cached_at_first}");
+        assert_eq!(
+            cache.stats().not_admitted,
+            full.not_admitted + late - cached_at_first
+        );
+    }
+
+    #[test]
+    fn the_doorkeeper_remembers_a_token_until_an_eighth_of_it_is_set() {
+        let doorkeeper = Doorkeeper::new(4_096);
+        let hash = |bit: u64| bit << 40;
+        assert!(!doorkeeper.met_before(hash(7)));
+        assert!(doorkeeper.met_before(hash(7)));
+        // 511 more first meetings: the 512th bit set clears the set but for itself.
+        for bit in 1_000..1_510 {
+            assert!(!doorkeeper.met_before(hash(bit)));
+        }
+        assert!(doorkeeper.met_before(hash(7)));
+        assert!(!doorkeeper.met_before(hash(1_510)));
+        assert!(
+            doorkeeper.met_before(hash(1_510)),
+            "the last one met is kept"
+        );
+        assert!(!doorkeeper.met_before(hash(7)), "the others are forgotten");
+        assert!(!doorkeeper.met_before(hash(1_000)));
+    }
+
+    #[test]
+    fn a_flood_of_tokens_sent_once_leaves_the_tokens_in_use_cached() {
+        let per_shard = 16;
+        let cache = TokenCache::new(SHARDS * per_shard * cost(), usize::MAX);
+        let k = key();
+        // Two a shard on average, far below what a shard holds.
+        let in_use: Vec<[u8; 4]> = (0..SHARDS as u32 * 2)
+            .map(|i| (i | 1 << 31).to_be_bytes())
+            .collect();
+        for token in &in_use {
+            cache.insert(token, identity("user"), k.clone(), 1_000, 0);
+        }
+        let flood = 200_000u32;
+        for i in 0..flood {
+            if i % 16 == 0 {
+                for token in &in_use {
+                    assert!(
+                        cache.get(token, 1, true).is_some(),
+                        "evicted at {i}: {:?}",
+                        cache.stats()
+                    );
+                }
+            }
+            cache.insert(&i.to_be_bytes(), identity("x"), k.clone(), 1_000, 0);
+        }
+        let stats = cache.stats();
+        // At most one token in eight passes for one met before, so at most one in eight of the
+        // flood is cached, each at the cost of an eviction; the rest cost no insert at all.
+        assert!(
+            stats.not_admitted >= u64::from(flood) * 7 / 8 - 200,
+            "{stats:?}"
+        );
+        assert!(stats.evictions <= u64::from(flood) / 8 + 200, "{stats:?}");
     }
 
     #[test]
@@ -449,6 +605,8 @@ mod tests {
             .filter(|i| cache.get(&i.to_be_bytes(), 5, false).is_some() && i % 2 == 1)
             .collect();
         cache.insert(b"new!", identity("n"), k.clone(), 1_000, 20);
+        cache.insert(b"new!", identity("n"), k.clone(), 1_000, 20);
+        assert!(cache.get(b"new!", 20, false).is_some());
         let kept = live_before
             .iter()
             .filter(|i| cache.get(&i.to_be_bytes(), 20, false).is_some())

@@ -396,8 +396,8 @@ impl Validator {
         self.inner.cache.as_ref().map_or(0, TokenCache::len)
     }
 
-    /// What the verified-token cache holds and has done: entries, bytes, budget, hits, misses
-    /// and evictions (all zero when the cache is off). With the `metrics` feature,
+    /// What the verified-token cache holds and has done: entries, bytes, budget, hits, misses,
+    /// evictions and tokens it left out when full (all zero when the cache is off). With the `metrics` feature,
     /// [`CacheStats::record`](super::CacheStats::record) exports them.
     pub fn cache_stats(&self) -> super::CacheStats {
         self.inner
