@@ -895,41 +895,22 @@ async fn run_cpu(run: CpuRun) {
                 false,
             ));
         }
-        let (child, addr) = start_gateway(
-            &dir,
-            issuer,
-            upstream,
-            Checks::Full {
-                audit: true,
-                cache: true,
-            },
-            true,
-        );
-        rows.push(Row::proxy(
-            "gateway example",
-            &mix.to_string(),
-            child,
-            addr,
-            tokens.clone(),
-            true,
-        ));
-        if run.cache_off {
-            let (child, addr) = start_gateway(
-                &dir,
-                issuer,
-                upstream,
-                Checks::Full {
-                    audit: true,
-                    cache: false,
-                },
-                true,
-            );
+        let gateways = [
+            ("gateway example", true),
+            ("gateway example, token cache off", false),
+        ];
+        for (name, cache) in gateways
+            .into_iter()
+            .filter(|&(_, cache)| cache || run.cache_off)
+        {
+            let checks = Checks::Full { audit: true, cache };
+            let (child, addr) = start_gateway(&dir, issuer, upstream, checks, true);
             rows.push(Row::proxy(
-                "gateway example, token cache off",
+                name,
                 &mix.to_string(),
                 child,
                 addr,
-                tokens,
+                tokens.clone(),
                 true,
             ));
         }
