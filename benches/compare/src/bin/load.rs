@@ -938,12 +938,13 @@ async fn run_cpu(run: CpuRun) {
             Target::Signature => "—".to_owned(),
             Target::Proxy { .. } => format!("{:.2} ms", row.p99().as_secs_f64() * 1e3),
         };
-        let cache = row.cache.map_or("—".to_owned(), |(hits, misses)| {
-            format!(
-                "{:.0} %",
-                100.0 * hits as f64 / (hits + misses).max(1) as f64
-            )
-        });
+        // No lookups at all: the cache is off.
+        let cache = match row.cache {
+            Some((hits, misses)) if hits + misses > 0 => {
+                format!("{:.0} %", 100.0 * hits as f64 / (hits + misses) as f64)
+            }
+            _ => "—".to_owned(),
+        };
         println!(
             "| {} | {} | {:.1} µs ({:.1}–{:.1}) | {p99} | {cache} |",
             row.name,
