@@ -5,7 +5,8 @@
 //! Both proxies forward to the same in-process upstream (200, a short body). The gateway runs
 //! the full policy: request id and trace context, JWT (1 000 users' ES256 tokens, cycled),
 //! a route rule, identity headers, a per-subject rate limit that never denies, audit events
-//! (written to a discarded stderr) and metrics.
+//! (written to a discarded stderr) and metrics. With HAProxy installed, it is driven too, with
+//! as many threads as cores: without JWT, and with `jwt_verify` doing the gateway's job.
 //!
 //! `cargo run --release --bin load -- --cpu` measures instead what each proxy's process spends
 //! in CPU time per request (user + system, from `/proc`, divided by the requests it answered:
@@ -383,31 +384,40 @@ async fn run() {
             .collect(),
     );
 
-    // Warm both (connections, the gateway's token cache), then measure each in turn.
-    drive(bare, tokens.clone(), "warm").await;
-    drive(gateway, tokens.clone(), "warm").await;
-    drive(quiet, tokens.clone(), "warm").await;
-    let results = [
-        drive(
-            bare,
-            tokens.clone(),
-            "bare hyper proxy (same client, own process)",
-        )
-        .await,
-        drive(
+    // HAProxy from Debian's package, when installed, as a peer: without JWT (a proxy's floor)
+    // and with `jwt_verify` (which verifies every request: it keeps no cache).
+    let mut haproxy = Vec::new();
+    for (jwt, name) in [
+        (false, "HAProxy 2.6, no JWT (threads: one per core)"),
+        (true, "HAProxy 2.6, jwt_verify (threads: one per core)"),
+    ] {
+        if let Some((child, addr)) = start_haproxy(&dir, issuer, upstream, jwt, false) {
+            haproxy.push((child, addr, name));
+        }
+    }
+
+    // Warm each (connections, the gateway's token cache), then measure each in turn.
+    let mut proxies = vec![
+        (bare, "bare hyper proxy (same client, own process)"),
+        (
             gateway,
-            tokens.clone(),
             "gateway example, full policy (audit events logged)",
-        )
-        .await,
-        drive(
-            quiet,
-            tokens.clone(),
-            "gateway example, full policy, audit = false",
-        )
-        .await,
+        ),
+        (quiet, "gateway example, full policy, audit = false"),
     ];
-    for child in [&mut full_policy, &mut quiet_policy, &mut bare_child] {
+    proxies.extend(haproxy.iter().map(|&(_, addr, name)| (addr, name)));
+    for &(addr, _) in &proxies {
+        drive(addr, tokens.clone(), "warm").await;
+    }
+    let mut results = Vec::new();
+    for &(addr, name) in &proxies {
+        results.push(drive(addr, tokens.clone(), name).await);
+    }
+    let children = haproxy.iter_mut().map(|(child, _, _)| child);
+    for child in [&mut full_policy, &mut quiet_policy, &mut bare_child]
+        .into_iter()
+        .chain(children)
+    {
         let _ = child.kill();
         let _ = child.wait();
     }
@@ -463,12 +473,14 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// HAProxy in front of `upstream` on core 1, one thread; with `jwt`, doing the gateway's job.
+/// HAProxy in front of `upstream`; with `jwt`, doing the gateway's job. With `pin`, on core 1
+/// with one thread; else on every core, with HAProxy's own thread count (one per core).
 fn start_haproxy(
     dir: &std::path::Path,
     issuer: &str,
     upstream: SocketAddr,
     jwt: bool,
+    pin: bool,
 ) -> Option<(std::process::Child, SocketAddr)> {
     let port = free_port();
     let checks = if jwt {
@@ -493,10 +505,10 @@ fn start_haproxy(
     } else {
         String::new()
     };
+    let threads = if pin { "\n    nbthread 1" } else { "" };
     let config = format!(
         r#"
-global
-    nbthread 1
+global{threads}
     maxconn 4096
 
 defaults
@@ -518,10 +530,17 @@ backend upstream
     server upstream {upstream}
 "#
     );
-    let file = dir.join(format!("haproxy-{jwt}.cfg"));
+    let file = dir.join(format!("haproxy-{jwt}-{pin}.cfg"));
     std::fs::write(&file, config).unwrap();
-    let child = Command::new("taskset")
-        .args(["-c", "1", "haproxy", "-db", "-f", file.to_str().unwrap()])
+    let mut command = if pin {
+        let mut command = Command::new("taskset");
+        command.args(["-c", "1", "haproxy"]);
+        command
+    } else {
+        Command::new("haproxy")
+    };
+    let child = command
+        .args(["-db", "-f", file.to_str().unwrap()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -853,7 +872,7 @@ async fn run_cpu(run: CpuRun) {
         false,
     ));
     if run.haproxy
-        && let Some((child, addr)) = start_haproxy(&dir, issuer, upstream, false)
+        && let Some((child, addr)) = start_haproxy(&dir, issuer, upstream, false, true)
     {
         rows.push(Row::proxy(
             "HAProxy, no JWT",
@@ -884,7 +903,7 @@ async fn run_cpu(run: CpuRun) {
     for &mix in &run.mixes {
         let tokens = Arc::new(es256_tokens(issuer, mix));
         if run.haproxy
-            && let Some((child, addr)) = start_haproxy(&dir, issuer, upstream, true)
+            && let Some((child, addr)) = start_haproxy(&dir, issuer, upstream, true, true)
         {
             rows.push(Row::proxy(
                 "HAProxy 2.6, jwt_verify",
