@@ -153,16 +153,12 @@ async fn main() -> ExitCode {
     };
     let addr = listener.local_addr().expect("a bound address");
 
-    // One worker per core this process may run on, unless the flag or the policy says.
-    let workers = limits.workers.unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-    });
     let upstream_timeout = args.upstream_timeout.unwrap_or(Duration::from_secs(30));
     let layer = handle.layer();
     let proxy_handle = handle.clone();
     let proxy_upstream = upstream.clone();
     let workers = match serve::Workers::start(
-        workers,
+        limits.workers,
         move || {
             let proxy = proxy::Proxy {
                 client: Client::builder(TokioExecutor::new()).build_http(),

@@ -30,8 +30,8 @@ pub(crate) struct ConnectionLimits {
     pub(crate) max_connections: usize,
     pub(crate) max_header_bytes: usize,
     pub(crate) keep_underscore_headers: bool,
-    /// Worker threads; `None`: one per core the process may run on.
-    pub(crate) workers: Option<usize>,
+    /// Worker threads.
+    pub(crate) workers: usize,
 }
 
 impl ConnectionLimits {
@@ -60,9 +60,18 @@ impl ConnectionLimits {
                 .keep_underscore_headers
                 .or(policy.keep_underscore_headers)
                 .unwrap_or(false),
-            workers: flags.workers.or(policy.workers).map(to_usize),
+            workers: flags
+                .workers
+                .or(policy.workers)
+                .map_or_else(default_workers, to_usize),
         }
     }
+}
+
+/// One worker per core this process may run on (`taskset` and cgroup CPU limits count), or one
+/// where that cannot be read.
+pub(crate) fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
 /// Half the process's open-file limit less a reserve (each connection may hold one to the
