@@ -1,6 +1,7 @@
 //! The verified-token cache stays within its memory budget, measured with dhat: a population of
-//! distinct tokens much larger than the budget, each sent twice, each with realistic claims, read by the
-//! claims layer (header values and a signed assertion derived and cached in the identity).
+//! distinct tokens much larger than the budget, each sent twice, each with realistic claims,
+//! each read by the claims layer (header values and a signed assertion derived and cached in
+//! the identity).
 //!
 //! One test per binary: dhat's profiler is process-wide.
 

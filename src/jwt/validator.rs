@@ -397,8 +397,8 @@ impl Validator {
     }
 
     /// What the verified-token cache holds and has done: entries, bytes, budget, hits, misses,
-    /// evictions and tokens it left out when full (all zero when the cache is off). With the `metrics` feature,
-    /// [`CacheStats::record`](super::CacheStats::record) exports them.
+    /// evictions and tokens it left out when full (all zero when the cache is off). With the
+    /// `metrics` feature, [`CacheStats::record`](super::CacheStats::record) exports them.
     pub fn cache_stats(&self) -> super::CacheStats {
         self.inner
             .cache
