@@ -20,6 +20,11 @@
 //! `--cache-off` adds, for each mix, a gateway with its verified-token cache off, to separate
 //! what the cache's own upkeep costs a miss from the rest.
 //!
+//! `--alg RS256` signs the tokens with RSA-2048 instead of P-256 (the set-up of the HAProxy
+//! comparison that issue 16 started from), for mixes of 1, 1 000 and 20 000 tokens: making a
+//! million RSA signatures would take longer than the run. With `--cache-off`, its gateway
+//! without a cache verifies every request, a miss each time.
+//!
 //! `GATEWAY=PATH` runs the gateway binary at `PATH` instead of the one it builds: another
 //! commit's build, to compare two builds run after run on the same machine.
 
@@ -175,6 +180,7 @@ fn start_gateway(
     issuer: &str,
     upstream: SocketAddr,
     checks: Checks,
+    alg: Alg,
     pin: bool,
 ) -> (std::process::Child, SocketAddr) {
     let (routes, audit) = match checks {
@@ -212,13 +218,14 @@ auth = "none"
         Checks::Full { cache: false, .. } => "[token]\ncache_budget = \"0\"\n",
         _ => "",
     };
+    let (alg, public) = (alg.name(), alg.public_pem());
     let policy = format!(
         r#"{token}
 [[issuers]]
 issuer = "{issuer}"
 audiences = ["api"]
-algorithms = ["ES256"]
-keys = {{ pem_files = ["{KEYS}/p256.pub.pem"] }}
+algorithms = ["{alg}"]
+keys = {{ pem_files = ["{KEYS}/{public}"] }}
 {routes}
 [propagate]
 audit = {audit}
@@ -282,7 +289,7 @@ fn main() {
         .build()
         .unwrap();
     if args.get(1).map(String::as_str) == Some("--signature-alone") {
-        signature_alone(args[2].parse().unwrap());
+        signature_alone(args[2].parse().unwrap(), Alg::parse(&args[3]));
         return;
     }
     if args.get(1).map(String::as_str) == Some("--cpu") {
@@ -355,6 +362,7 @@ async fn run() {
             audit: true,
             cache: true,
         },
+        Alg::Es256,
         false,
     );
     let (mut quiet_policy, quiet) = start_gateway(
@@ -365,6 +373,7 @@ async fn run() {
             audit: false,
             cache: true,
         },
+        Alg::Es256,
         false,
     );
 
@@ -391,7 +400,7 @@ async fn run() {
         (false, "HAProxy 2.6, no JWT (threads: one per core)"),
         (true, "HAProxy 2.6, jwt_verify (threads: one per core)"),
     ] {
-        if let Some((child, addr)) = start_haproxy(&dir, issuer, upstream, jwt, false) {
+        if let Some((child, addr)) = start_haproxy(&dir, issuer, upstream, jwt, Alg::Es256, false) {
             haproxy.push((child, addr, name));
         }
     }
@@ -480,17 +489,19 @@ fn start_haproxy(
     issuer: &str,
     upstream: SocketAddr,
     jwt: bool,
+    alg: Alg,
     pin: bool,
 ) -> Option<(std::process::Child, SocketAddr)> {
     let port = free_port();
+    let (name, public) = (alg.name(), alg.public_pem());
     let checks = if jwt {
         format!(
             r#"
     http-request set-var(txn.bearer) http_auth_bearer
     http-request deny deny_status 401 unless {{ var(txn.bearer) -m found }}
     http-request set-var(txn.alg) var(txn.bearer),jwt_header_query('$.alg')
-    http-request deny deny_status 401 unless {{ var(txn.alg) -m str ES256 }}
-    http-request deny deny_status 401 unless {{ var(txn.bearer),jwt_verify(txn.alg,"{KEYS}/p256.pub.pem") -m int 1 }}
+    http-request deny deny_status 401 unless {{ var(txn.alg) -m str {name} }}
+    http-request deny deny_status 401 unless {{ var(txn.bearer),jwt_verify(txn.alg,"{KEYS}/{public}") -m int 1 }}
     http-request set-var(txn.iss) var(txn.bearer),jwt_payload_query('$.iss')
     http-request deny deny_status 401 unless {{ var(txn.iss) -m str {issuer} }}
     http-request set-var(txn.aud) var(txn.bearer),jwt_payload_query('$.aud')
@@ -530,7 +541,7 @@ backend upstream
     server upstream {upstream}
 "#
     );
-    let file = dir.join(format!("haproxy-{jwt}-{pin}.cfg"));
+    let file = dir.join(format!("haproxy-{jwt}-{name}-{pin}.cfg"));
     std::fs::write(&file, config).unwrap();
     let mut command = if pin {
         let mut command = Command::new("taskset");
@@ -556,20 +567,115 @@ backend upstream
     Some((child, addr))
 }
 
-/// `count` distinct ES256 tokens (subjects `user-0`, …), signed with ring on every core.
-fn es256_tokens(issuer: &str, count: usize) -> Vec<String> {
+/// The algorithm the `--cpu` run's tokens are signed with: ES256 by default, RS256 with
+/// `--alg RS256` (the peer's set-up in issue 16: RSA-2048 against a PEM key).
+#[derive(Clone, Copy, PartialEq)]
+enum Alg {
+    Es256,
+    Rs256,
+}
+
+impl Alg {
+    fn parse(name: &str) -> Self {
+        match name {
+            "ES256" => Alg::Es256,
+            "RS256" => Alg::Rs256,
+            other => panic!("--alg ES256 or RS256, not {other}"),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Alg::Es256 => "ES256",
+            Alg::Rs256 => "RS256",
+        }
+    }
+
+    /// The public key's PEM file in `tests/keys`, for the gateway and HAProxy.
+    fn public_pem(self) -> &'static str {
+        match self {
+            Alg::Es256 => "p256.pub.pem",
+            Alg::Rs256 => "rsa2048.pub.pem",
+        }
+    }
+
+    /// ring's verification algorithm, for the check alone.
+    fn ring(self) -> &'static dyn ring::signature::VerificationAlgorithm {
+        match self {
+            Alg::Es256 => &ring::signature::ECDSA_P256_SHA256_FIXED,
+            Alg::Rs256 => &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+        }
+    }
+}
+
+/// The private key of `tests/keys` for an algorithm, in ring.
+enum Signer {
+    Ec(ring::signature::EcdsaKeyPair),
+    Rsa(ring::signature::RsaKeyPair),
+}
+
+impl Signer {
+    fn new(alg: Alg) -> Self {
+        use base64::Engine as _;
+        use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, RsaKeyPair};
+
+        let file = match alg {
+            Alg::Es256 => "p256.pem",
+            Alg::Rs256 => "rsa2048.pem",
+        };
+        let pem = std::fs::read_to_string(format!("{KEYS}/{file}")).unwrap();
+        let der: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(der)
+            .unwrap();
+        match alg {
+            Alg::Es256 => Signer::Ec(
+                EcdsaKeyPair::from_pkcs8(
+                    &ECDSA_P256_SHA256_FIXED_SIGNING,
+                    &der,
+                    &ring::rand::SystemRandom::new(),
+                )
+                .unwrap(),
+            ),
+            Alg::Rs256 => Signer::Rsa(RsaKeyPair::from_pkcs8(&der).unwrap()),
+        }
+    }
+
+    fn sign(&self, rng: &ring::rand::SystemRandom, input: &[u8]) -> Vec<u8> {
+        match self {
+            Signer::Ec(key) => key.sign(rng, input).unwrap().as_ref().to_vec(),
+            Signer::Rsa(key) => {
+                let mut signature = vec![0; key.public().modulus_len()];
+                key.sign(
+                    &ring::signature::RSA_PKCS1_SHA256,
+                    rng,
+                    input,
+                    &mut signature,
+                )
+                .unwrap();
+                signature
+            }
+        }
+    }
+
+    /// The public key in the form ring verifies with (the EC point; the RSA `RSAPublicKey`).
+    fn public_key(&self) -> Vec<u8> {
+        use ring::signature::KeyPair as _;
+        match self {
+            Signer::Ec(key) => key.public_key().as_ref().to_vec(),
+            Signer::Rsa(key) => key.public_key().as_ref().to_vec(),
+        }
+    }
+}
+
+/// `count` distinct tokens (subjects `user-0`, …) signed with `alg`, with ring on every core.
+fn tokens(alg: Alg, issuer: &str, count: usize) -> Vec<String> {
     use base64::Engine as _;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-    use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 
-    let pem = std::fs::read_to_string(format!("{KEYS}/p256.pem")).unwrap();
-    let der: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(der)
-        .unwrap();
+    let key = Signer::new(alg);
     let rng = ring::rand::SystemRandom::new();
-    let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der, &rng).unwrap();
-    let header = B64.encode(br#"{"alg":"ES256","typ":"JWT"}"#);
+    let header = B64.encode(format!(r#"{{"alg":"{}","typ":"JWT"}}"#, alg.name()));
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -587,8 +693,8 @@ fn es256_tokens(issuer: &str, count: usize) -> Vec<String> {
                                 "sub": format!("user-{i}"), "scope": "read", "iat": now,
                                 "exp": now + 3_600});
                             let input = format!("{header}.{}", B64.encode(claims.to_string()));
-                            let signature = key.sign(rng, input.as_bytes()).unwrap();
-                            format!("{input}.{}", B64.encode(signature.as_ref()))
+                            let signature = key.sign(rng, input.as_bytes());
+                            format!("{input}.{}", B64.encode(signature))
                         })
                         .collect::<Vec<_>>()
                 })
@@ -628,8 +734,11 @@ async fn cache_counts(addr: SocketAddr) -> (u64, u64) {
 
 /// What `--cpu` runs: every row by default; `--mixes 1,1000000`, `--no-haproxy` and
 /// `--rounds N` narrow it (for profiling one row); `--cache-off` adds, for each mix, a gateway
-/// with its verified-token cache off (what the cache's own work on a miss costs).
+/// with its verified-token cache off (what the cache's own work on a miss costs); `--alg RS256`
+/// signs the tokens with RSA-2048 instead of P-256, with mixes of 1, 1 000 and 20 000 by
+/// default (a million RSA signatures would take the machine half an hour to make).
 struct CpuRun {
+    alg: Alg,
     mixes: Vec<usize>,
     haproxy: bool,
     rounds: usize,
@@ -639,7 +748,8 @@ struct CpuRun {
 impl CpuRun {
     fn parse(args: &[String]) -> Self {
         let mut run = CpuRun {
-            mixes: vec![1, 1_000, 20_000, 1_000_000],
+            alg: Alg::Es256,
+            mixes: Vec::new(),
             haproxy: true,
             rounds: 3,
             cache_off: false,
@@ -647,6 +757,7 @@ impl CpuRun {
         let mut args = args.iter();
         while let Some(arg) = args.next() {
             match arg.as_str() {
+                "--alg" => run.alg = Alg::parse(args.next().expect("--alg ES256")),
                 "--no-haproxy" => run.haproxy = false,
                 "--cache-off" => run.cache_off = true,
                 "--mixes" => {
@@ -666,6 +777,12 @@ impl CpuRun {
                 other => panic!("unknown argument {other}"),
             }
         }
+        if run.mixes.is_empty() {
+            run.mixes = match run.alg {
+                Alg::Es256 => vec![1, 1_000, 20_000, 1_000_000],
+                Alg::Rs256 => vec![1, 1_000, 20_000],
+            };
+        }
         run
     }
 }
@@ -673,22 +790,16 @@ impl CpuRun {
 /// How long each row is measured in each round.
 const ROUND: Duration = Duration::from_secs(3);
 
-/// `load --signature-alone SECS`: ring's ES256 check alone over 1 000 distinct tokens for
+/// `load --signature-alone SECS ALG`: ring's check alone over 1 000 distinct tokens for
 /// `SECS`, as its own process pinned like the proxies; prints the CPU time per check in
 /// nanoseconds.
-fn signature_alone(seconds: u64) {
+fn signature_alone(seconds: u64, alg: Alg) {
     use base64::Engine as _;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-    use ring::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
+    use ring::signature::UnparsedPublicKey;
 
-    let pem = std::fs::read_to_string(format!("{KEYS}/p256.pub.pem")).unwrap();
-    let der: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    let spki = base64::engine::general_purpose::STANDARD
-        .decode(der)
-        .unwrap();
-    // The SubjectPublicKeyInfo of a P-256 key ends with the 65-byte uncompressed point.
-    let point = &spki[spki.len() - 65..];
-    let tokens: Vec<(String, Vec<u8>)> = es256_tokens("https://login.example.com/", 1_000)
+    let public = Signer::new(alg).public_key();
+    let tokens: Vec<(String, Vec<u8>)> = tokens(alg, "https://login.example.com/", 1_000)
         .into_iter()
         .map(|token| {
             let (input, signature) = token.rsplit_once('.').unwrap();
@@ -700,7 +811,7 @@ fn signature_alone(seconds: u64) {
     let mut checks = 0u128;
     while start.elapsed() < Duration::from_secs(seconds) {
         for (input, signature) in &tokens {
-            UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point)
+            UnparsedPublicKey::new(alg.ring(), &public)
                 .verify(input.as_bytes(), signature)
                 .unwrap();
             checks += 1;
@@ -711,11 +822,15 @@ fn signature_alone(seconds: u64) {
 }
 
 /// Runs `load --signature-alone` on core 1; the CPU time of one check.
-fn measure_signature() -> Duration {
+fn measure_signature(alg: Alg) -> Duration {
     let output = Command::new("taskset")
         .args(["-c", "1"])
         .arg(std::env::current_exe().unwrap())
-        .args(["--signature-alone", &ROUND.as_secs().to_string()])
+        .args([
+            "--signature-alone",
+            &ROUND.as_secs().to_string(),
+            alg.name(),
+        ])
         .output()
         .unwrap();
     assert!(output.status.success(), "the signature check alone");
@@ -745,7 +860,7 @@ enum Target {
         tokens: Arc<Vec<String>>,
         gateway: bool,
     },
-    Signature,
+    Signature(Alg),
 }
 
 impl Row {
@@ -781,8 +896,8 @@ impl Row {
     /// One round: the CPU per request of the proxy's process over `ROUND`, or one check alone.
     async fn measure(&mut self) {
         match &self.target {
-            Target::Signature => {
-                let check = measure_signature();
+            Target::Signature(alg) => {
+                let check = measure_signature(*alg);
                 self.rounds.push((check, Duration::ZERO));
             }
             Target::Proxy {
@@ -859,7 +974,8 @@ async fn run_cpu(run: CpuRun) {
     let issuer = "https://login.example.com/";
     build_gateway();
 
-    let one = Arc::new(es256_tokens(issuer, 1));
+    let alg = run.alg;
+    let one = Arc::new(tokens(alg, issuer, 1));
     let mut rows = Vec::new();
     // The floors: no token checks at all.
     let (child, addr) = start_bare(upstream);
@@ -872,7 +988,7 @@ async fn run_cpu(run: CpuRun) {
         false,
     ));
     if run.haproxy
-        && let Some((child, addr)) = start_haproxy(&dir, issuer, upstream, false, true)
+        && let Some((child, addr)) = start_haproxy(&dir, issuer, upstream, false, alg, true)
     {
         rows.push(Row::proxy(
             "HAProxy, no JWT",
@@ -883,7 +999,7 @@ async fn run_cpu(run: CpuRun) {
             false,
         ));
     }
-    let (child, addr) = start_gateway(&dir, issuer, upstream, Checks::Public, true);
+    let (child, addr) = start_gateway(&dir, issuer, upstream, Checks::Public, alg, true);
     rows.push(Row::proxy(
         "gateway example, every route public (audit on)",
         "—",
@@ -893,17 +1009,17 @@ async fn run_cpu(run: CpuRun) {
         false,
     ));
     rows.push(Row {
-        name: "ring's ES256 check alone (no proxy)".into(),
+        name: format!("ring's {} check alone (no proxy)", alg.name()),
         mix: "—".into(),
-        target: Target::Signature,
+        target: Target::Signature(alg),
         rounds: Vec::new(),
         cache: None,
     });
     // Each mix its own processes, so one mix's tokens never evict another's.
     for &mix in &run.mixes {
-        let tokens = Arc::new(es256_tokens(issuer, mix));
+        let tokens = Arc::new(tokens(alg, issuer, mix));
         if run.haproxy
-            && let Some((child, addr)) = start_haproxy(&dir, issuer, upstream, true, true)
+            && let Some((child, addr)) = start_haproxy(&dir, issuer, upstream, true, alg, true)
         {
             rows.push(Row::proxy(
                 "HAProxy 2.6, jwt_verify",
@@ -923,7 +1039,7 @@ async fn run_cpu(run: CpuRun) {
             .filter(|&(_, cache)| cache || run.cache_off)
         {
             let checks = Checks::Full { audit: true, cache };
-            let (child, addr) = start_gateway(&dir, issuer, upstream, checks, true);
+            let (child, addr) = start_gateway(&dir, issuer, upstream, checks, alg, true);
             rows.push(Row::proxy(
                 name,
                 &mix.to_string(),
@@ -954,7 +1070,7 @@ async fn run_cpu(run: CpuRun) {
     for row in &rows {
         let (median, low, high) = row.cpu();
         let p99 = match row.target {
-            Target::Signature => "—".to_owned(),
+            Target::Signature(_) => "—".to_owned(),
             Target::Proxy { .. } => format!("{:.2} ms", row.p99().as_secs_f64() * 1e3),
         };
         // No lookups at all: the cache is off.
@@ -979,7 +1095,7 @@ async fn run_cpu(run: CpuRun) {
     let bare = &rows[0];
     let signature = rows
         .iter()
-        .find(|r| matches!(r.target, Target::Signature))
+        .find(|r| matches!(r.target, Target::Signature(_)))
         .unwrap();
     let last_mix = run.mixes.last().map(ToString::to_string);
     for miss in rows
@@ -1006,9 +1122,10 @@ async fn run_cpu(run: CpuRun) {
         );
     }
     println!(
-        "{CONNECTIONS} keep-alive connections, each row warmed for {} s then measured for {} s per round, loopback; ES256 tokens; the load generator and the upstream on core 0.",
+        "{CONNECTIONS} keep-alive connections, each row warmed for {} s then measured for {} s per round, loopback; {} tokens; the load generator and the upstream on core 0.",
         ROUND.as_secs(),
-        ROUND.as_secs()
+        ROUND.as_secs(),
+        alg.name()
     );
     drop(rows);
     let _ = std::fs::remove_dir_all(&dir);
