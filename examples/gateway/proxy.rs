@@ -2,6 +2,8 @@
 //! request must be before it reaches the policy.
 
 use std::convert::Infallible;
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,7 +17,6 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use portcullis::headers::{remove_every_spelling_of, remove_other_spellings, remove_underscored};
 use portcullis::policy::PolicyHandle;
 use portcullis::propagate::remove_hop_by_hop;
-use portcullis::rate_limit::PeerAddr;
 use serde_json::json;
 use tower::Service;
 
@@ -29,14 +30,15 @@ pub(crate) const PATH_OVERRIDES: [HeaderName; 3] = [
     HeaderName::from_static("x-original-uri"),
 ];
 
-/// The forwarding headers only the gateway sets; a client's copies, in any spelling, go.
-const SET_BY_THE_GATEWAY: [HeaderName; 4] = [
-    HeaderName::from_static("x-forwarded-host"),
-    HeaderName::from_static("x-forwarded-proto"),
-    HeaderName::from_static("forwarded"),
-    HeaderName::from_static("x-real-ip"),
-];
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// The forwarding headers only the gateway sets; a client's copies, in any spelling, go.
+const SET_BY_THE_GATEWAY: [HeaderName; 4] =
+    [X_FORWARDED_HOST, X_FORWARDED_PROTO, FORWARDED, X_REAL_IP];
 
 /// The request body as it reaches the upstream: a failure to read it from the client (broken
 /// chunked framing, a connection cut mid-body) is marked as the client's, so it answers 400,
@@ -167,8 +169,8 @@ impl Proxy {
             );
         };
         *request.uri_mut() = uri;
-        let peer = request.extensions().get::<PeerAddr>().map(|p| p.0.ip());
-        set_forwarding_headers(request.headers_mut(), peer);
+        let peer = request.extensions_mut().remove::<Arc<ForwardedPeer>>();
+        set_forwarding_headers(request.headers_mut(), peer.as_deref());
         match tokio::time::timeout(self.timeout, self.client.request(request)).await {
             Ok(Ok(response)) => {
                 let mut response = response.map(|body| body.boxed());
@@ -197,22 +199,40 @@ impl Proxy {
     }
 }
 
+/// The connection's peer as the forwarding headers write it. `serve::connection` works it out
+/// once per connection and hands it to each request in its extensions, so a request does not
+/// format the address again.
+pub(crate) struct ForwardedPeer {
+    /// The address alone: `X-Real-IP`, and the end of `X-Forwarded-For`.
+    address: HeaderValue,
+    /// RFC 7239's `for=` parameter, with its `;`: an IPv6 address is quoted, in brackets.
+    forwarded_for: String,
+}
+
+impl ForwardedPeer {
+    pub(crate) fn new(peer: IpAddr) -> Option<Self> {
+        let address = HeaderValue::try_from(peer.to_string()).ok()?;
+        let forwarded_for = match peer {
+            IpAddr::V4(v4) => format!("for={v4};"),
+            IpAddr::V6(v6) => format!("for=\"[{v6}]\";"),
+        };
+        Some(ForwardedPeer {
+            address,
+            forwarded_for,
+        })
+    }
+}
+
 /// The forwarding headers, set by the gateway alone: `X-Forwarded-For` gets the peer appended;
 /// `X-Forwarded-Host` (from `Host`), `X-Forwarded-Proto`, `Forwarded` and `X-Real-IP` replace
 /// whatever the client sent, in every spelling of their names.
-pub(crate) fn set_forwarding_headers(
-    headers: &mut http::HeaderMap,
-    peer: Option<std::net::IpAddr>,
-) {
-    use std::fmt::Write as _;
-
+pub(crate) fn set_forwarding_headers(headers: &mut http::HeaderMap, peer: Option<&ForwardedPeer>) {
     let host = headers.remove(HOST);
     remove_every_spelling_of(headers, &SET_BY_THE_GATEWAY);
     remove_other_spellings(headers, &X_FORWARDED_FOR);
     // RFC 7239: `for=` (an IPv6 address quoted, in brackets), `host=` quoted, `proto=`.
     let mut forwarded = String::with_capacity(64);
     if let Some(peer) = peer {
-        let peer_text = Bytes::from(peer.to_string());
         // The chain the client sent (each value as it came), then the peer.
         let mut chain = Vec::new();
         for value in headers.get_all(&X_FORWARDED_FOR) {
@@ -222,34 +242,31 @@ pub(crate) fn set_forwarding_headers(
             }
         }
         let forwarded_for = if chain.is_empty() {
-            peer_text.clone()
+            Some(peer.address.clone())
         } else {
-            chain.extend_from_slice(&peer_text);
-            Bytes::from(chain)
+            chain.extend_from_slice(peer.address.as_bytes());
+            HeaderValue::from_maybe_shared(Bytes::from(chain)).ok()
         };
-        if let Ok(value) = HeaderValue::from_maybe_shared(forwarded_for) {
+        if let Some(value) = forwarded_for {
             headers.insert(X_FORWARDED_FOR, value);
         }
-        if let Ok(value) = HeaderValue::from_maybe_shared(peer_text) {
-            headers.insert("x-real-ip", value);
-        }
-        let _ = match peer {
-            std::net::IpAddr::V4(v4) => write!(forwarded, "for={v4};"),
-            std::net::IpAddr::V6(v6) => write!(forwarded, "for=\"[{v6}]\";"),
-        };
+        headers.insert(X_REAL_IP, peer.address.clone());
+        forwarded.push_str(&peer.forwarded_for);
     }
     if let Some(host) = host {
         // `"` and `\` never stand in a valid Host; such a value is left out of `Forwarded`.
         if let Some(text) = host.to_str().ok().filter(|t| !t.contains(['"', '\\'])) {
-            let _ = write!(forwarded, "host=\"{text}\";");
+            forwarded.push_str("host=\"");
+            forwarded.push_str(text);
+            forwarded.push_str("\";");
         }
-        headers.insert("x-forwarded-host", host);
+        headers.insert(X_FORWARDED_HOST, host);
     }
     forwarded.push_str("proto=http");
     if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(forwarded)) {
-        headers.insert("forwarded", value);
+        headers.insert(FORWARDED, value);
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
 }
 
 impl Service<Request<ClientBody>> for Proxy {

@@ -16,7 +16,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tower::{Service, ServiceExt};
 
 use super::Body;
-use super::proxy::{ClientBody, ClientBodyError, admit, json_response};
+use super::proxy::{ClientBody, ClientBodyError, ForwardedPeer, admit, json_response};
 
 /// The first and the longest wait before accepting again after an accept error.
 pub(crate) const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
@@ -313,8 +313,12 @@ fn connection(
     limits: ConnectionLimits,
 ) -> impl hyper_util::server::graceful::GracefulConnection {
     let keep_underscore_headers = limits.keep_underscore_headers;
+    let forwarded_peer = ForwardedPeer::new(peer.ip()).map(Arc::new);
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
         request.extensions_mut().insert(PeerAddr(peer));
+        if let Some(forwarded_peer) = &forwarded_peer {
+            request.extensions_mut().insert(forwarded_peer.clone());
+        }
         let admitted = admit(&mut request, keep_underscore_headers);
         let app = app.clone();
         async move {
