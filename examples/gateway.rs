@@ -49,6 +49,8 @@ mod args;
 mod demo;
 #[path = "gateway/echo.rs"]
 mod echo;
+#[path = "gateway/log.rs"]
+mod log;
 #[path = "gateway/proxy.rs"]
 mod proxy;
 #[path = "gateway/serve.rs"]
@@ -92,6 +94,8 @@ async fn main() -> ExitCode {
         }
     };
     tracing_subscriber::fmt()
+        .fmt_fields(log::Fields)
+        .with_timer(log::Rfc3339)
         .with_writer(std::io::stderr)
         .with_target(true)
         .init();

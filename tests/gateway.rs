@@ -1210,3 +1210,63 @@ async fn a_gateway_started_before_its_identity_provider() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("openid-configuration"), "{stderr}");
 }
+
+/// The gateway's log lines (its own field formatter, `examples/gateway/log.rs`): one line per
+/// audit event, fields as `name="text"` or `name=42`, and a field holding a client's quotes,
+/// line breaks or terminal escapes written escaped, never raw.
+#[tokio::test]
+async fn audit_lines_are_one_line_each_with_hostile_text_escaped() {
+    let dir = scratch("audit-lines");
+    let file = dir.join("policy.toml");
+    std::fs::write(
+        &file,
+        common::issuer_a_policy(
+            "[[routes]]\npath = \"/orders/**\"\nscopes_any = [\"read\"]\n[propagate]\naudit = true\n",
+        ),
+    )
+    .unwrap();
+    let mut gateway = spawn(
+        command(&["--policy", file.to_str().unwrap()], None),
+        Stdio::piped(),
+    );
+    let mut stderr = gateway.child.stderr.take().unwrap();
+    let hostile = "ada\"\n\u{1b}[31mforged=1\\";
+    for sub in [hostile, "bob"] {
+        let bearer = format!("Bearer {}", token(common::ISS_A, sub, "read"));
+        let (status, body) = get(gateway.addr, "/orders/1", Some(&bearer)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    // Each line is written whole as its event happens: the log is complete when the process is
+    // killed.
+    gateway.child.kill().unwrap();
+    let mut log = String::new();
+    stderr.read_to_string(&mut log).unwrap();
+    assert!(
+        !log.contains('\u{1b}'),
+        "a raw escape reached the log:\n{log}"
+    );
+    let audit: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("request decided"))
+        .collect();
+    assert_eq!(audit.len(), 2, "{log}");
+    for line in &audit {
+        for field in [
+            r#"outcome="allowed""#,
+            r#"reason="none""#,
+            "status=200",
+            r#"request_id="t-1""#,
+            r#"route="/orders/**""#,
+            r#"method="GET""#,
+            "decision_us=",
+        ] {
+            assert!(line.contains(field), "{field} in {line}");
+        }
+    }
+    assert!(
+        audit[0].contains(&format!("subject={hostile:?}")),
+        "{}",
+        audit[0]
+    );
+    assert!(audit[1].contains(r#"subject="bob""#), "{}", audit[1]);
+}
