@@ -28,10 +28,12 @@ impl FormatTime for Rfc3339 {
     }
 }
 
-/// The fields of an event as `name=value` after its message, separated by spaces. A string is
-/// quoted; one that holds anything but printable ASCII, `"` or `\` is written as Rust's `Debug`
-/// writes it (escaped), so a client's bytes in a field never start a line or drive a terminal.
-/// The message's control characters are escaped too (`\u{1b}`, `\u{a}`).
+/// The fields of an event as `name=value` after its message, separated by spaces. A string
+/// field is quoted; one that holds anything but printable ASCII, `"` or `\` is written as Rust's
+/// `Debug` writes it (escaped), so a client's bytes in a string field never start a line or
+/// drive a terminal. The message's control characters are escaped too (`\u{1b}`, `\u{a}`),
+/// which the default leaves in for a line break. Other values are written as the default writes
+/// them: numbers and booleans as they are, anything else by its `Debug`.
 pub(crate) struct Fields;
 
 impl<'writer> FormatFields<'writer> for Fields {
