@@ -100,10 +100,15 @@ async fn main() -> ExitCode {
         .with_target(true)
         .init();
 
-    let demo_dir = std::env::temp_dir().join(format!("portcullis-demo-{}", std::process::id()));
+    // The demo's folder lives as long as `main`: it is removed when the gateway stops.
+    let mut demo_dir = None;
     let (path, token) = match args.policy {
         Some(path) => (path, None),
-        None => match demo::demo(&demo_dir) {
+        None => match demo::folder().and_then(|dir| {
+            let made = demo::demo(dir.path());
+            demo_dir = Some(dir);
+            made
+        }) {
             Ok((path, token)) => (path, Some(token)),
             Err(err) => {
                 eprintln!("cannot set up the demo: {err}");
@@ -188,9 +193,7 @@ async fn main() -> ExitCode {
     println!("upstream: {upstream}");
     println!("listening on http://{addr}");
     serve::serve(listener, workers, limits).await;
-    if token.is_some() {
-        let _ = std::fs::remove_dir_all(&demo_dir);
-    }
+    drop(demo_dir);
     ExitCode::SUCCESS
 }
 

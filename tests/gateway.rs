@@ -7,6 +7,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -49,6 +50,20 @@ struct Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
+        // SIGTERM first, so that a demo gateway removes its folder as it would for a user;
+        // killed if it has not stopped within two seconds.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -284,9 +299,29 @@ async fn demo_mode_answers_as_printed_and_stops_on_sigterm() {
         assert!(metrics.contains(line), "{line} in\n{metrics}");
     }
 
+    // The demo's folder holds the assertion's private key: a new folder with a name nobody can
+    // guess (not the process id), readable by this user alone, and removed on shutdown.
+    let folder = gateway
+        .policy
+        .as_ref()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_owned();
+    let name = folder.file_name().unwrap().to_str().unwrap();
+    assert!(name.starts_with("portcullis-demo-"), "{name}");
+    assert_ne!(name, format!("portcullis-demo-{}", gateway.child.id()));
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&folder), 0o700, "the folder is private");
+    for file in ["assertion.pem", "demo-issuer.pub.pem", "policy.toml"] {
+        assert_eq!(mode(&folder.join(file)), 0o600, "{file} is private");
+    }
+
     gateway.signal("-TERM");
     let status = gateway.child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "graceful shutdown exits 0");
+    assert!(!folder.exists(), "the demo folder is removed on shutdown");
 }
 
 fn scratch(name: &str) -> PathBuf {

@@ -1,6 +1,8 @@
 //! Demo mode: an embedded issuer, a sample policy and a token.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -26,8 +28,19 @@ fn pem(label: &str, der: &[u8]) -> String {
     )
 }
 
-/// The demo: an issuer key pair and an assertion key in a temporary folder, a sample policy
-/// beside them, and a token. Returns the policy file and the token.
+/// The demo's folder: a new one in the temporary directory, with a name nobody can guess,
+/// readable by this user alone (it holds the assertion's private key), and removed when the
+/// gateway stops.
+pub(crate) fn folder() -> Result<tempfile::TempDir, String> {
+    tempfile::Builder::new()
+        .prefix("portcullis-demo-")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+        .map_err(|e| format!("cannot make the demo folder: {e}"))
+}
+
+/// The demo: an issuer key pair and an assertion key in `dir` (from [`folder`]), a sample
+/// policy beside them, and a token. Returns the policy file and the token.
 pub(crate) fn demo(dir: &Path) -> Result<(PathBuf, String), String> {
     let rng = SystemRandom::new();
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
@@ -39,9 +52,14 @@ pub(crate) fn demo(dir: &Path) -> Result<(PathBuf, String), String> {
     spki.extend_from_slice(pair.public_key().as_ref());
     let assertion = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
         .map_err(|_| "cannot make a key")?;
-    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    // Each file new (never one planted there before) and readable by this user alone.
     let write = |name: &str, text: String| {
-        std::fs::write(dir.join(name), text)
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(dir.join(name))
+            .and_then(|mut file| file.write_all(text.as_bytes()))
             .map_err(|e| format!("{}: {e}", dir.join(name).display()))
     };
     write("demo-issuer.pub.pem", pem("PUBLIC KEY", &spki))?;
