@@ -733,7 +733,9 @@ async fn cache_counts(addr: SocketAddr) -> (u64, u64) {
 }
 
 /// What `--cpu` runs: every row by default; `--mixes 1,1000000`, `--no-haproxy` and
-/// `--rounds N` narrow it (for profiling one row); `--cache-off` adds, for each mix, a gateway
+/// `--rounds N` narrow it (for profiling one row); `--round-secs N` sets how long each row is
+/// measured per round (3 s by default; shorter rounds, more of them, put the rows a ratio
+/// compares closer together in time); `--cache-off` adds, for each mix, a gateway
 /// with its verified-token cache off (what the cache's own work on a miss costs); `--alg RS256`
 /// signs the tokens with RSA-2048 instead of P-256, with mixes of 1, 1 000 and 20 000 by
 /// default (a million RSA signatures would take the machine half an hour to make).
@@ -742,6 +744,8 @@ struct CpuRun {
     mixes: Vec<usize>,
     haproxy: bool,
     rounds: usize,
+    /// How long each row is measured in each round.
+    round: Duration,
     cache_off: bool,
 }
 
@@ -752,6 +756,7 @@ impl CpuRun {
             mixes: Vec::new(),
             haproxy: true,
             rounds: 3,
+            round: Duration::from_secs(3),
             cache_off: false,
         };
         let mut args = args.iter();
@@ -767,6 +772,13 @@ impl CpuRun {
                         .split(',')
                         .map(|n| n.parse().expect("a number of tokens"))
                         .collect();
+                }
+                "--round-secs" => {
+                    run.round = Duration::from_secs(
+                        args.next()
+                            .and_then(|n| n.parse().ok())
+                            .expect("--round-secs N"),
+                    );
                 }
                 "--rounds" => {
                     run.rounds = args
@@ -786,9 +798,6 @@ impl CpuRun {
         run
     }
 }
-
-/// How long each row is measured in each round.
-const ROUND: Duration = Duration::from_secs(3);
 
 /// `load --signature-alone SECS ALG`: ring's check alone over 1 000 distinct tokens for
 /// `SECS`, as its own process pinned like the proxies; prints the CPU time per check in
@@ -822,13 +831,13 @@ fn signature_alone(seconds: u64, alg: Alg) {
 }
 
 /// Runs `load --signature-alone` on core 1; the CPU time of one check.
-fn measure_signature(alg: Alg) -> Duration {
+fn measure_signature(alg: Alg, round: Duration) -> Duration {
     let output = Command::new("taskset")
         .args(["-c", "1"])
         .arg(std::env::current_exe().unwrap())
         .args([
             "--signature-alone",
-            &ROUND.as_secs().to_string(),
+            &round.as_secs().to_string(),
             alg.name(),
         ])
         .output()
@@ -887,17 +896,17 @@ impl Row {
     }
 
     /// Drives the row's proxy for a while so its connections, caches and tables are warm.
-    async fn warm(&self) {
+    async fn warm(&self, round: Duration) {
         if let Target::Proxy { addr, tokens, .. } = &self.target {
-            drive_for(*addr, tokens.clone(), "warm", ROUND).await;
+            drive_for(*addr, tokens.clone(), "warm", round).await;
         }
     }
 
-    /// One round: the CPU per request of the proxy's process over `ROUND`, or one check alone.
-    async fn measure(&mut self) {
+    /// One round: the CPU per request of the proxy's process over `round`, or one check alone.
+    async fn measure(&mut self, round: Duration) {
         match &self.target {
             Target::Signature(alg) => {
-                let check = measure_signature(*alg);
+                let check = measure_signature(*alg, round);
                 self.rounds.push((check, Duration::ZERO));
             }
             Target::Proxy {
@@ -912,7 +921,7 @@ impl Row {
                     None
                 };
                 let before = cpu_time(child.id());
-                let result = drive_for(*addr, tokens.clone(), "measured", ROUND).await;
+                let result = drive_for(*addr, tokens.clone(), "measured", round).await;
                 let spent = cpu_time(child.id()) - before;
                 if let (Some((hits, misses)), Some(total)) = (counts, self.cache.as_mut()) {
                     let (hits_after, misses_after) = cache_counts(*addr).await;
@@ -1051,13 +1060,13 @@ async fn run_cpu(run: CpuRun) {
         }
     }
     for row in &rows {
-        row.warm().await;
+        row.warm(run.round).await;
     }
     // Rounds, each measuring every row in turn: a slow spell of the machine falls on every
     // row alike rather than on one.
     for _ in 0..run.rounds {
         for row in &mut rows {
-            row.measure().await;
+            row.measure(run.round).await;
         }
     }
 
@@ -1123,8 +1132,8 @@ async fn run_cpu(run: CpuRun) {
     }
     println!(
         "{CONNECTIONS} keep-alive connections, each row warmed for {} s then measured for {} s per round, loopback; {} tokens; the load generator and the upstream on core 0.",
-        ROUND.as_secs(),
-        ROUND.as_secs(),
+        run.round.as_secs(),
+        run.round.as_secs(),
         alg.name()
     );
     drop(rows);
