@@ -27,6 +27,11 @@
 //!
 //! `GATEWAY=PATH` runs the gateway binary at `PATH` instead of the one it builds: another
 //! commit's build, to compare two builds run after run on the same machine.
+//!
+//! `cargo run --release --bin load -- --rate N` sends the same requests at N a second in all
+//! instead of back to back, so that every proxy gets the same load: a proxy that answers faster
+//! does not take the load generator's share of the cores, and the latencies compare the proxies
+//! at equal work. N must stay below what the slowest proxy can answer.
 
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader};
@@ -94,22 +99,43 @@ struct Result_ {
 /// so a mix larger than a proxy's cache is never replayed in the order it was cached.
 static NEXT_TOKEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// `CONNECTIONS` keep-alive connections sending GETs back to back for `DURATION`, each request
-/// with the next token of the mix in turn.
-async fn drive(addr: SocketAddr, tokens: Arc<Vec<String>>, name: &'static str) -> Result_ {
-    drive_for(addr, tokens, name, DURATION).await
+/// `CONNECTIONS` keep-alive connections sending GETs for `DURATION`, each request with the next
+/// token of the mix in turn: back to back, or at `rate` requests a second in all (each
+/// connection sends on a fixed schedule, staggered from the others).
+async fn drive(
+    addr: SocketAddr,
+    tokens: Arc<Vec<String>>,
+    name: &'static str,
+    rate: Option<u32>,
+) -> Result_ {
+    drive_at(addr, tokens, name, DURATION, rate).await
 }
 
-/// [`drive`] for `duration`.
+/// [`drive`] for `duration`, back to back.
 async fn drive_for(
     addr: SocketAddr,
     tokens: Arc<Vec<String>>,
     name: &'static str,
     duration: Duration,
 ) -> Result_ {
+    drive_at(addr, tokens, name, duration, None).await
+}
+
+/// [`drive`] for `duration`, back to back or at `rate` requests a second. A request's latency
+/// runs from when it is sent to when its body has been read: a request whose turn came while
+/// its connection was still waiting is sent at once, and its wait is not counted.
+async fn drive_at(
+    addr: SocketAddr,
+    tokens: Arc<Vec<String>>,
+    name: &'static str,
+    duration: Duration,
+    rate: Option<u32>,
+) -> Result_ {
     let start = Instant::now();
+    // Each connection's gap between sends at `rate`.
+    let gap = rate.map(|rate| Duration::from_secs_f64(CONNECTIONS as f64 / f64::from(rate)));
     let mut tasks = Vec::new();
-    for _ in 0..CONNECTIONS {
+    for connection in 0..CONNECTIONS {
         let tokens = tokens.clone();
         tasks.push(tokio::spawn(async move {
             let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -119,7 +145,14 @@ async fn drive_for(
                 .unwrap();
             tokio::spawn(conn);
             let mut latencies = Vec::new();
+            let mut turn = 0u32;
             while start.elapsed() < duration {
+                if let Some(gap) = gap {
+                    // Staggered: connection c sends at c/CONNECTIONS of a gap, then a gap apart.
+                    let offset = gap.mul_f64(connection as f64 / CONNECTIONS as f64);
+                    tokio::time::sleep_until((start + offset + gap * turn).into()).await;
+                    turn += 1;
+                }
                 let i = NEXT_TOKEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let request = Request::get("/orders/42")
                     .header("host", "localhost")
@@ -294,8 +327,11 @@ fn main() {
     }
     if args.get(1).map(String::as_str) == Some("--cpu") {
         runtime.block_on(run_cpu(CpuRun::parse(&args[2..])));
+    } else if args.get(1).map(String::as_str) == Some("--rate") {
+        let rate = args.get(2).and_then(|r| r.parse().ok()).filter(|r| *r > 0);
+        runtime.block_on(run(Some(rate.expect("--rate REQUESTS_PER_SECOND"))));
     } else {
-        runtime.block_on(run());
+        runtime.block_on(run(None));
     }
 }
 
@@ -336,7 +372,7 @@ fn listening(mut child: std::process::Child) -> (std::process::Child, SocketAddr
     }
 }
 
-async fn run() {
+async fn run(rate: Option<u32>) {
     // The upstream, shared by both proxies.
     let upstream = serve(|_r| async { Response::new(full("{\"ok\":true}")) }).await;
 
@@ -416,11 +452,11 @@ async fn run() {
     ];
     proxies.extend(haproxy.iter().map(|&(_, addr, name)| (addr, name)));
     for &(addr, _) in &proxies {
-        drive(addr, tokens.clone(), "warm").await;
+        drive(addr, tokens.clone(), "warm", rate).await;
     }
     let mut results = Vec::new();
     for &(addr, name) in &proxies {
-        results.push(drive(addr, tokens.clone(), name).await);
+        results.push(drive(addr, tokens.clone(), name, rate).await);
     }
     let children = haproxy.iter_mut().map(|(child, _, _)| child);
     for child in [&mut full_policy, &mut quiet_policy, &mut bare_child]
@@ -445,8 +481,12 @@ async fn run() {
         );
     }
     println!();
+    let pace = rate.map_or_else(
+        || "back to back".to_string(),
+        |rate| format!("at {rate} requests a second in all, latency from each send"),
+    );
     println!(
-        "{CONNECTIONS} keep-alive connections for {} s each, loopback; the load generator, the proxies and the upstream share the machine's cores.",
+        "{CONNECTIONS} keep-alive connections for {} s each, {pace}, loopback; the load generator, the proxies and the upstream share the machine's cores.",
         DURATION.as_secs()
     );
 }
