@@ -99,32 +99,12 @@ struct Result_ {
 /// so a mix larger than a proxy's cache is never replayed in the order it was cached.
 static NEXT_TOKEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// `CONNECTIONS` keep-alive connections sending GETs for `DURATION`, each request with the next
+/// `CONNECTIONS` keep-alive connections sending GETs for `duration`, each request with the next
 /// token of the mix in turn: back to back, or at `rate` requests a second in all (each
-/// connection sends on a fixed schedule, staggered from the others).
+/// connection sends on a fixed schedule, staggered from the others). A request's latency runs
+/// from when it is sent to when its body has been read: a request whose turn came while its
+/// connection was still waiting is sent at once, and its wait is not counted.
 async fn drive(
-    addr: SocketAddr,
-    tokens: Arc<Vec<String>>,
-    name: &'static str,
-    rate: Option<u32>,
-) -> Result_ {
-    drive_at(addr, tokens, name, DURATION, rate).await
-}
-
-/// [`drive`] for `duration`, back to back.
-async fn drive_for(
-    addr: SocketAddr,
-    tokens: Arc<Vec<String>>,
-    name: &'static str,
-    duration: Duration,
-) -> Result_ {
-    drive_at(addr, tokens, name, duration, None).await
-}
-
-/// [`drive`] for `duration`, back to back or at `rate` requests a second. A request's latency
-/// runs from when it is sent to when its body has been read: a request whose turn came while
-/// its connection was still waiting is sent at once, and its wait is not counted.
-async fn drive_at(
     addr: SocketAddr,
     tokens: Arc<Vec<String>>,
     name: &'static str,
@@ -282,25 +262,20 @@ audit = {audit}
     } else {
         Command::new(&binary)
     };
-    let mut child = command
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &format!("http://{upstream}"),
-        ])
-        .args(["--policy", file.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    loop {
-        let line = lines.next().unwrap().unwrap();
-        if let Some(addr) = line.strip_prefix("listening on http://") {
-            return (child, addr.parse().unwrap());
-        }
-    }
+    listening(
+        command
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--upstream",
+                &format!("http://{upstream}"),
+            ])
+            .args(["--policy", file.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 fn main() {
@@ -452,11 +427,11 @@ async fn run(rate: Option<u32>) {
     ];
     proxies.extend(haproxy.iter().map(|&(_, addr, name)| (addr, name)));
     for &(addr, _) in &proxies {
-        drive(addr, tokens.clone(), "warm", rate).await;
+        drive(addr, tokens.clone(), "warm", DURATION, rate).await;
     }
     let mut results = Vec::new();
     for &(addr, name) in &proxies {
-        results.push(drive(addr, tokens.clone(), name, rate).await);
+        results.push(drive(addr, tokens.clone(), name, DURATION, rate).await);
     }
     let children = haproxy.iter_mut().map(|(child, _, _)| child);
     for child in [&mut full_policy, &mut quiet_policy, &mut bare_child]
@@ -938,7 +913,7 @@ impl Row {
     /// Drives the row's proxy for a while so its connections, caches and tables are warm.
     async fn warm(&self, round: Duration) {
         if let Target::Proxy { addr, tokens, .. } = &self.target {
-            drive_for(*addr, tokens.clone(), "warm", round).await;
+            drive(*addr, tokens.clone(), "warm", round, None).await;
         }
     }
 
@@ -961,7 +936,7 @@ impl Row {
                     None
                 };
                 let before = cpu_time(child.id());
-                let result = drive_for(*addr, tokens.clone(), "measured", round).await;
+                let result = drive(*addr, tokens.clone(), "measured", round, None).await;
                 let spent = cpu_time(child.id()) - before;
                 if let (Some((hits, misses)), Some(total)) = (counts, self.cache.as_mut()) {
                     let (hits_after, misses_after) = cache_counts(*addr).await;
