@@ -52,10 +52,9 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         // SIGTERM first, so that a demo gateway removes its folder as it would for a user;
         // killed if it has not stopped within two seconds.
-        if let Ok(None) = self.child.try_wait() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .status();
+        if let Ok(None) = self.child.try_wait()
+            && self.send("-TERM")
+        {
             let deadline = std::time::Instant::now() + Duration::from_secs(2);
             while std::time::Instant::now() < deadline {
                 if let Ok(Some(_)) = self.child.try_wait() {
@@ -71,14 +70,15 @@ impl Drop for Gateway {
 
 impl Gateway {
     fn signal(&self, signal: &str) {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args([signal, &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        assert!(self.send(signal), "kill {signal}");
+    }
+
+    /// Sends `signal` (`-TERM`, `-INT`) to the gateway; whether `kill` did.
+    fn send(&self, signal: &str) -> bool {
+        Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|status| status.success())
     }
 }
 
@@ -322,6 +322,24 @@ async fn demo_mode_answers_as_printed_and_stops_on_sigterm() {
     let status = gateway.child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "graceful shutdown exits 0");
     assert!(!folder.exists(), "the demo folder is removed on shutdown");
+}
+
+/// Ctrl-C takes the same way out as SIGTERM: the demo's folder, with its private key, is gone.
+#[test]
+fn demo_folder_is_removed_on_ctrl_c() {
+    let mut gateway = start(&[]);
+    let folder = gateway
+        .policy
+        .as_ref()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_owned();
+    assert!(folder.join("assertion.pem").exists());
+    gateway.signal("-INT");
+    let status = gateway.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "graceful shutdown exits 0");
+    assert!(!folder.exists(), "the demo folder is removed on Ctrl-C");
 }
 
 fn scratch(name: &str) -> PathBuf {
