@@ -792,7 +792,8 @@ impl CpuRun {
                     run.round = Duration::from_secs(
                         args.next()
                             .and_then(|n| n.parse().ok())
-                            .expect("--round-secs N"),
+                            .filter(|n| *n > 0)
+                            .expect("--round-secs N, at least 1"),
                     );
                 }
                 "--rounds" => {
