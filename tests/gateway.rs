@@ -73,6 +73,15 @@ impl Gateway {
         assert!(self.send(signal), "kill {signal}");
     }
 
+    /// The folder of a demo gateway's policy and keys.
+    fn demo_folder(&self) -> PathBuf {
+        let policy = self
+            .policy
+            .as_ref()
+            .expect("a demo gateway prints its policy");
+        policy.parent().unwrap().to_owned()
+    }
+
     /// Sends `signal` (`-TERM`, `-INT`) to the gateway; whether `kill` did.
     fn send(&self, signal: &str) -> bool {
         Command::new("kill")
@@ -301,13 +310,7 @@ async fn demo_mode_answers_as_printed_and_stops_on_sigterm() {
 
     // The demo's folder holds the assertion's private key: a new folder with a name nobody can
     // guess (not the process id), readable by this user alone, and removed on shutdown.
-    let folder = gateway
-        .policy
-        .as_ref()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_owned();
+    let folder = gateway.demo_folder();
     let name = folder.file_name().unwrap().to_str().unwrap();
     assert!(name.starts_with("portcullis-demo-"), "{name}");
     assert_ne!(name, format!("portcullis-demo-{}", gateway.child.id()));
@@ -328,13 +331,7 @@ async fn demo_mode_answers_as_printed_and_stops_on_sigterm() {
 #[test]
 fn demo_folder_is_removed_on_ctrl_c() {
     let mut gateway = start(&[]);
-    let folder = gateway
-        .policy
-        .as_ref()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_owned();
+    let folder = gateway.demo_folder();
     assert!(folder.join("assertion.pem").exists());
     gateway.signal("-INT");
     let status = gateway.child.wait().unwrap();
