@@ -1012,7 +1012,7 @@ async fn the_policy_file_sets_the_server_limits_and_path_reading() {
     );
     std::fs::write(&file, text).unwrap();
     let gateway = start(&["--policy", file.to_str().unwrap()]);
-    assert_eq!(worker_threads(gateway.child.id()), 3, "workers = 3");
+    assert_eq!(worker_threads(gateway.child.id(), 3), 3, "workers = 3");
     let admin = token(common::ISS_A, "root", "admin");
     let big = |n: usize| {
         format!(
@@ -1059,14 +1059,27 @@ async fn the_policy_file_sets_the_server_limits_and_path_reading() {
 }
 
 /// How many worker threads (named `gw-worker-N`) a process runs, from /proc.
-fn worker_threads(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .filter(|task| {
-            let comm = std::fs::read_to_string(task.as_ref().unwrap().path().join("comm"));
-            comm.is_ok_and(|name| name.starts_with("gw-worker-"))
-        })
-        .count()
+///
+/// A new thread names itself once it runs, which may be after the gateway has printed its
+/// address: the count is read again until it reaches `expected` (5 s at most), and returned.
+fn worker_threads(pid: u32, expected: usize) -> usize {
+    let count = || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .filter(|task| {
+                let comm = std::fs::read_to_string(task.as_ref().unwrap().path().join("comm"));
+                comm.is_ok_and(|name| name.starts_with("gw-worker-"))
+            })
+            .count()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let seen = count();
+        if seen == expected || std::time::Instant::now() >= deadline {
+            return seen;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 #[tokio::test]
@@ -1076,7 +1089,7 @@ async fn each_worker_serves_the_connections_it_is_handed() {
     let keys = format!(r#"{{ pem_files = ["{}/p256.pub.pem"] }}"#, keys_dir());
     std::fs::write(&file, policy(common::ISS_A, &keys, "admin")).unwrap();
     let gateway = start(&["--policy", file.to_str().unwrap(), "--workers", "4"]);
-    assert_eq!(worker_threads(gateway.child.id()), 4);
+    assert_eq!(worker_threads(gateway.child.id(), 4), 4);
     // Twelve connections at once, handed to the four workers in turn, each kept alive for
     // three requests: every one is decided and forwarded on its worker.
     let mut clients = Vec::new();
@@ -1112,7 +1125,7 @@ async fn each_worker_serves_the_connections_it_is_handed() {
     }
     // One worker by flag, whatever the machine has.
     let one = start(&["--workers", "1"]);
-    assert_eq!(worker_threads(one.child.id()), 1);
+    assert_eq!(worker_threads(one.child.id(), 1), 1);
     assert_eq!(get(one.addr, "/health", None).await.0, StatusCode::OK);
 }
 
